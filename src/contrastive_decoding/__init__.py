@@ -1,0 +1,1 @@
+"""Contrastive decoding methods for transformers and vLLM."""
