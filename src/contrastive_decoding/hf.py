@@ -4,6 +4,28 @@ import contrastive_decoding as cd
 model.generate(**inputs, custom_generate=cd.hf.contrastive_search, penalty_alpha=0.6, top_k=4)
 """
 
-from .backends.hf import adacad, cad, contrastive_search, dola, expert_amateur, greedy
+from .backends.hf import (
+    adacad,
+    cad,
+    contrastive_search,
+    dola,
+    expert_amateur,
+    greedy,
+    ritual,
+    ritual_vcd,
+    vcd,
+    vdd,
+)
 
-__all__ = ["adacad", "cad", "contrastive_search", "dola", "expert_amateur", "greedy"]
+__all__ = [
+    "adacad",
+    "cad",
+    "contrastive_search",
+    "dola",
+    "expert_amateur",
+    "greedy",
+    "ritual",
+    "ritual_vcd",
+    "vcd",
+    "vdd",
+]

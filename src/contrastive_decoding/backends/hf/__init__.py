@@ -1,5 +1,17 @@
 """Hugging Face backend: ``custom_generate`` callables for ``model.generate``."""
 
 from .generate import adacad, cad, contrastive_search, dola, expert_amateur, greedy
+from .vision import ritual, ritual_vcd, vcd, vdd
 
-__all__ = ["adacad", "cad", "contrastive_search", "dola", "expert_amateur", "greedy"]
+__all__ = [
+    "adacad",
+    "cad",
+    "contrastive_search",
+    "dola",
+    "expert_amateur",
+    "greedy",
+    "ritual",
+    "ritual_vcd",
+    "vcd",
+    "vdd",
+]
