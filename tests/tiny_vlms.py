@@ -140,7 +140,9 @@ def vlm_inputs(
     generator = torch.Generator().manual_seed(seed)
     rows = []
     for index, length in enumerate(prompt_lengths):
-        text = [TEXT_TOKENS[int(i)] for i in torch.randint(0, len(TEXT_TOKENS), (length,), generator=generator)]
+        text = [
+            TEXT_TOKENS[int(i)] for i in torch.randint(0, len(TEXT_TOKENS), (length,), generator=generator)
+        ]
         before, after = text[: length // 2], text[length // 2 :]
         if family == "llava":
             image_tokens = [IMAGE_TOKEN_ID] * 16
@@ -182,3 +184,67 @@ def select_rows(family: str, inputs: dict[str, torch.Tensor], rows: list[int]) -
             if key in inputs:
                 picked[key] = inputs[key][rows]
     return picked
+
+
+# Token strings of the image-related ids, per family (the tiny vocabulary's ids 500..505).
+_SPECIAL_TOKENS = {
+    "llava": {IMAGE_TOKEN_ID: "<image>"},
+    "qwen2_vl": {
+        IMAGE_TOKEN_ID: "<|image_pad|>",
+        VISION_START_ID: "<|vision_start|>",
+        VISION_END_ID: "<|vision_end|>",
+    },
+    "idefics3": {
+        IMAGE_TOKEN_ID: "<image>",
+        FAKE_IMAGE_ID: "<fake_token_around_image>",
+        504: "<global-img>",
+        505: "<end_of_utterance>",
+    },
+}
+
+
+def tiny_vlm_tokenizer(family: str):
+    """The tiny word-level tokenizer (``w3`` .. ``w499``) with the family's image tokens at their ids."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    special = _SPECIAL_TOKENS[family]
+    vocab = {"<pad>": PAD_TOKEN_ID, "<s>": 1, "</s>": EOS_TOKEN_ID, **{f"w{i}": i for i in TEXT_TOKENS}}
+    vocab.update({token: index for index, token in special.items()})
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<pad>"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    backend.decoder = decoders.WordPiece(prefix="##", cleanup=False)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<pad>"
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": list(special.values())})
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def tiny_vlm_processor(family: str):
+    tokenizer = tiny_vlm_tokenizer(family)
+    if family == "llava":
+        from transformers import LlavaProcessor
+
+        return LlavaProcessor(
+            image_processor=image_processor(family),
+            tokenizer=tokenizer,
+            patch_size=8,
+            vision_feature_select_strategy="default",
+            num_additional_image_tokens=1,
+        )
+    if family == "qwen2_vl":
+        from transformers import Qwen2VLProcessor
+
+        return Qwen2VLProcessor(image_processor=image_processor(family), tokenizer=tokenizer)
+    from transformers import Idefics3Processor
+
+    return Idefics3Processor(image_processor=image_processor(family), tokenizer=tokenizer, image_seq_len=4)
+
+
+def save_tiny_vlm(family: str, path) -> str:
+    """A tiny VLM checkpoint directory with its processor, loadable with the Auto classes."""
+    tiny_vlm(family).save_pretrained(path)
+    tiny_vlm_processor(family).save_pretrained(path)
+    return str(path)

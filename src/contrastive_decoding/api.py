@@ -11,6 +11,7 @@ import torch
 from .decoding import (
     AMATEUR_METHODS,
     CONTEXT_FREE_METHODS,
+    IMAGE_METHODS,
     check_method,
     make_method_config,
     method_parameters,
@@ -65,6 +66,10 @@ def _hf_function(method: str):
         "expert_amateur": hf.expert_amateur,
         "cad": hf.cad,
         "adacad": hf.adacad,
+        "vcd": hf.vcd,
+        "ritual": hf.ritual,
+        "ritual_vcd": hf.ritual_vcd,
+        "vdd": hf.vdd,
     }.get(method)
 
 
@@ -104,11 +109,16 @@ def generate_outputs(
     context_free_prompts: Sequence[str] | None = None,
     amateur_model=None,
     amateur_tokenizer=None,
+    images: Sequence[Any] | None = None,
     max_new_tokens: int = 64,
     batch_size: int = 8,
     **params: Any,
 ) -> list[GenerationOutput]:
-    """Generate with ``method`` for every prompt; returns texts, new token ids and per-row extras."""
+    """Generate with ``method`` for every prompt; returns texts, new token ids and per-row extras.
+
+    Image methods (vcd, ritual, ritual_vcd, vdd) and ``images`` (one PIL image or file path per prompt) need
+    a vision-language model and its processor in place of ``tokenizer``; a prompt without the processor's
+    image token gets it prepended."""
     check_method(method)
     method_params, sampling_params = split_parameters(method, params)
     make_method_config(method, **method_params)  # validate before loading anything else
@@ -120,6 +130,19 @@ def generate_outputs(
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    if method in IMAGE_METHODS or images is not None:
+        return _generate_with_images(
+            model,
+            tokenizer,
+            prompts,
+            method,
+            images,
+            method_params,
+            generate_kwargs,
+            seed,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+        )
     if method in CONTEXT_FREE_METHODS:
         if context_free_prompts is None or len(context_free_prompts) != len(prompts):
             raise ValueError(
@@ -176,6 +199,106 @@ def generate_outputs(
                 GenerationOutput(tokenizer.decode(ids, skip_special_tokens=True), ids, int(length))
             )
     return outputs
+
+
+def _generate_with_images(
+    model,
+    processor,
+    prompts: list[str],
+    method: str,
+    images: Sequence[Any] | None,
+    method_params: dict[str, Any],
+    generate_kwargs: dict[str, Any],
+    seed: int | None,
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+) -> list[GenerationOutput]:
+    from .backends.hf.vision import processor_image_token_ids, vision_family
+
+    family = vision_family(model, method)
+    if getattr(processor, "image_processor", None) is None:
+        raise ValueError(
+            f"{method} needs the model's processor (images and text), not a tokenizer: load both with "
+            "contrastive_decoding.models.load_model_and_tokenizer(path)"
+        )
+    if images is None or len(images) != len(prompts):
+        got = "none" if images is None else len(images)
+        raise ValueError(f"{method} needs one image per prompt ({len(prompts)} prompts, {got} images)")
+    if (
+        method in CONTEXT_FREE_METHODS
+        or method in AMATEUR_METHODS
+        or method not in IMAGE_METHODS | {"greedy"}
+    ):
+        raise ValueError(f"{method} does not take images; image methods: {', '.join(sorted(IMAGE_METHODS))}")
+    pictures = [_load_image(image) for image in images]
+    tokenizer = processor.tokenizer
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    image_token = getattr(processor, "image_token", None)
+    texts = [p if not image_token or image_token in p else f"{image_token}\n{p}" for p in prompts]
+    limit = context_limit(model)
+    base_seed = 0 if seed is None else seed
+    if seed is not None:
+        torch.manual_seed(seed)
+    outputs: list[GenerationOutput] = []
+    for start in range(0, len(texts), batch_size):
+        batch_images = pictures[start : start + batch_size]
+        encoded = processor(
+            images=[[image] for image in batch_images] if family.nested_images else batch_images,
+            text=texts[start : start + batch_size],
+            return_tensors="pt",
+            padding=True,
+        )
+        encoded = {
+            key: value.to(model.device, model.dtype) if value.is_floating_point() else value.to(model.device)
+            for key, value in encoded.items()
+            if isinstance(value, torch.Tensor)
+        }
+        lengths = encoded["attention_mask"].sum(-1).tolist()
+        for offset, length in enumerate(lengths):
+            if limit is not None and length + max_new_tokens > limit:
+                raise ValueError(
+                    f"prompt {start + offset} has {length} tokens with its image; with max_new_tokens="
+                    f"{max_new_tokens} it exceeds the model's context of {limit} tokens."
+                )
+        call_kwargs: dict[str, Any] = dict(method_params)
+        if method in ("vcd", "ritual", "ritual_vcd"):
+            call_kwargs["perturbation_seed"] = [base_seed + start + i for i in range(len(batch_images))]
+        if method in ("ritual", "ritual_vcd"):
+            call_kwargs.update(images=batch_images, image_processor=processor)
+        if method == "vdd":
+            call_kwargs["image_token_ids"] = processor_image_token_ids(processor)
+        function = _hf_function(method)
+        if function is not None:
+            call_kwargs["custom_generate"] = function
+        sequences = model.generate(
+            **encoded,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+            **generate_kwargs,
+            **call_kwargs,
+        )
+        new_tokens = sequences[:, encoded["input_ids"].shape[1] :]
+        for row, length in zip(new_tokens, lengths, strict=True):
+            ids = _strip_after_eos(row.tolist(), model.generation_config.eos_token_id, tokenizer.pad_token_id)
+            outputs.append(
+                GenerationOutput(tokenizer.decode(ids, skip_special_tokens=True), ids, int(length))
+            )
+    return outputs
+
+
+def _load_image(image: Any) -> Any:
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    try:
+        with Image.open(image) as opened:
+            return opened.convert("RGB")
+    except (OSError, TypeError) as error:
+        raise ValueError(f"cannot read image {image!r}: {error}") from error
 
 
 def generate(

@@ -119,7 +119,8 @@ def methods_command() -> None:
     "--input",
     "input_path",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help='JSONL rows {"prompt": ..., "context_free_prompt": ...}.',
+    help='JSONL rows {"prompt": ..., "context_free_prompt": ..., "image": path}; image paths are relative '
+    "to the file's folder (image methods: vcd, ritual, ritual_vcd, vdd on a vision-language model).",
 )
 @click.option(
     "--output", "output_path", type=click.Path(dir_okay=False, path_type=Path), help="JSONL output file."
@@ -127,6 +128,13 @@ def methods_command() -> None:
 @click.option("--prompt", default=None, help="One prompt: print a table of the methods' outputs.")
 @click.option(
     "--context-free-prompt", default=None, help="With --prompt: the prompt without its context (CAD)."
+)
+@click.option(
+    "--image",
+    "image_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="With --prompt: the image for a vision-language model (image methods: vcd, ritual, ritual_vcd, vdd).",
 )
 @click.option(
     "--demo", is_flag=True, help="Use the built-in demo prompt (a counterfactual context + a question)."
@@ -150,6 +158,7 @@ def generate_command(
     output_path: Path | None,
     prompt: str | None,
     context_free_prompt: str | None,
+    image_path: Path | None,
     demo: bool,
     chat: bool,
 ) -> None:
@@ -159,8 +168,10 @@ def generate_command(
     contrastive-decoding generate --model smollm2-135m --method dola --set dola_layers=high \\
         --set repetition_penalty=1.2 --input prompts.jsonl --output out.jsonl
     contrastive-decoding generate --model smollm2-135m --method all --demo
+    contrastive-decoding generate --model ./llava-1.5-7b-hf --method greedy --method vcd --method ritual \\
+        --prompt "Describe the image." --image photo.jpg --chat
     """
-    from .decoding import METHOD_CONFIGS
+    from .decoding import IMAGE_METHODS, METHOD_CONFIGS
 
     if demo:
         prompt = f"{DEMO_CONTEXT}\n{DEMO_QUESTION}"
@@ -169,7 +180,11 @@ def generate_command(
         raise click.UsageError("give exactly one of --input FILE or --prompt TEXT (or --demo)")
     if input_path is not None and output_path is None:
         raise click.UsageError("--input needs --output")
-    method_list = list(METHOD_CONFIGS) if "all" in methods else list(dict.fromkeys(methods))
+    if "all" in methods:  # the image methods with an image, the text methods without
+        with_image = image_path is not None
+        method_list = [m for m in METHOD_CONFIGS if m == "greedy" or (m in IMAGE_METHODS) == with_image]
+    else:
+        method_list = list(dict.fromkeys(methods))
     if input_path is not None and len(method_list) != 1:
         raise click.UsageError("--input runs one --method at a time")
     try:
@@ -177,6 +192,11 @@ def generate_command(
     except ValueError as error:
         raise click.ClickException(str(error)) from error
     rows = _read_jsonl(input_path) if input_path is not None else None
+    row_images = _row_images(rows, input_path) if rows is not None else None
+    if image_path is not None and prompt is None:
+        raise click.UsageError('--image goes with --prompt; in an --input file give each row an "image"')
+    if backend == "vllm" and (image_path is not None or row_images or set(method_list) & IMAGE_METHODS):
+        raise click.UsageError("image methods and images run on the hf backend only, for now")
 
     from transformers.utils import logging as transformers_logging
 
@@ -200,9 +220,18 @@ def generate_command(
     except (ValueError, OSError) as error:
         raise click.ClickException(str(error)) from error
 
-    def as_chat(texts: list[str] | None) -> list[str] | None:
+    def as_chat(texts: list[str] | None, with_images: bool = False) -> list[str] | None:
         if not chat or texts is None:
             return texts
+        if with_images:
+            return [
+                tokenizer.apply_chat_template(
+                    [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": t}]}],
+                    tokenize=False,
+                    add_generation_prompt=True,
+                )
+                for t in texts
+            ]
         return [
             tokenizer.apply_chat_template(
                 [{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True
@@ -210,8 +239,19 @@ def generate_command(
             for t in texts
         ]
 
-    def run(method: str, prompts: list[str], free: list[str] | None) -> list:
+    def run(method: str, prompts: list[str], free: list[str] | None, images: list | None = None) -> list:
         try:
+            if images is not None or method in IMAGE_METHODS:
+                return generate_outputs(
+                    model,
+                    tokenizer,
+                    as_chat(prompts, with_images=True),
+                    method,
+                    images=images,
+                    max_new_tokens=max_new_tokens,
+                    batch_size=batch_size,
+                    **params_by_method[method],
+                )
             if engine is not None:
                 if free is not None and method in ("cad", "adacad"):
                     raise ValueError("cad / adacad run on the hf backend only, for now")
@@ -237,7 +277,10 @@ def generate_command(
         method = method_list[0]
         free = [row.get("context_free_prompt") for row in rows]
         outputs = run(
-            method, [row["prompt"] for row in rows], free if all(f is not None for f in free) else None
+            method,
+            [row["prompt"] for row in rows],
+            free if all(f is not None for f in free) else None,
+            row_images,
         )
         output_path.parent.mkdir(parents=True, exist_ok=True)
         with output_path.open("w") as handle:
@@ -255,9 +298,12 @@ def generate_command(
             )
         elif method in ("cad", "adacad") and context_free_prompt is None:
             table.append((method, "(skipped: needs --context-free-prompt, the prompt without its context)"))
+        elif method in IMAGE_METHODS and image_path is None:
+            table.append((method, "(skipped: needs --image and a vision-language model)"))
         else:
             free = [context_free_prompt] if context_free_prompt else None
-            table.append((method, run(method, [prompt], free)[0].text.strip()))
+            images = [image_path] if image_path is not None else None
+            table.append((method, run(method, [prompt], free, images)[0].text.strip()))
     click.echo(f"prompt: {prompt}\n")
     click.echo(format_table(table))
 
@@ -304,6 +350,22 @@ def format_table(rows: list[tuple[str, str]], width: int | None = None) -> str:
         lines.append(f"{name:<{name_width}} | {wrapped[0]}")
         lines.extend(f"{'':<{name_width}} | {line}" for line in wrapped[1:])
     return "\n".join(lines)
+
+
+def _row_images(rows: list[dict[str, Any]], input_path: Path) -> list[Path] | None:
+    """The rows' image paths (relative ones from the input file's folder), or None when no row has one."""
+    if not any("image" in row for row in rows):
+        return None
+    paths = []
+    for number, row in enumerate(rows, start=1):
+        if not isinstance(row.get("image"), str):
+            raise click.ClickException(f'{input_path}: row {number} has no "image" while other rows do')
+        path = Path(row["image"]).expanduser()
+        path = path if path.is_absolute() else input_path.parent / path
+        if not path.is_file():
+            raise click.ClickException(f"{input_path}: row {number}: image {path} not found")
+        paths.append(path)
+    return paths
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:

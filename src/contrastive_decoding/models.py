@@ -201,15 +201,28 @@ def load_model_and_tokenizer(
     """Load ``(model.eval(), tokenizer)`` from a registry name or checkpoint directory.
 
     ``dtype="auto"`` means float32 on CPU and bfloat16 on CUDA. The tokenizer pads on the left and falls
-    back to the EOS token for padding.
+    back to the EOS token for padding. A vision-language checkpoint (a config with a ``vision_config``:
+    LLaVA, Qwen2-VL, Idefics3 / SmolVLM, ...) loads as an image-text-to-text model with its *processor* in
+    place of the tokenizer (its ``.tokenizer`` is set up the same way).
     """
     torch_dtype = _torch_dtype(dtype, device)  # validate before the slow transformers import
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_model_path(name_or_path)
+    if getattr(AutoConfig.from_pretrained(path), "vision_config", None) is not None:
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        processor = AutoProcessor.from_pretrained(path)
+        _pad_left(processor.tokenizer)
+        model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch_dtype).to(device)
+        return model.eval(), processor
     tokenizer = AutoTokenizer.from_pretrained(path)
+    _pad_left(tokenizer)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device)
+    return model.eval(), tokenizer
+
+
+def _pad_left(tokenizer: Any) -> None:
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device)
-    return model.eval(), tokenizer

@@ -37,6 +37,7 @@ import torch
 from .decoding import (
     AMATEUR_METHODS,
     CONTEXT_FREE_METHODS,
+    IMAGE_METHODS,
     check_method,
     make_method_config,
     method_parameters,
@@ -266,6 +267,12 @@ def score(
             "contrastive_search cannot score continuations: it re-ranks the top_k candidates by hidden-state "
             "similarity to the context and defines no distribution over next tokens. Score with 'greedy' "
             "(the model's own log-likelihood) or a contrastive method (dola, expert_amateur, cad, adacad)."
+        )
+    if method in IMAGE_METHODS:
+        raise ValueError(
+            f"{method} contrasts images and scores text only through generate; score() takes text-only "
+            "methods: greedy, dola, expert_amateur, cad, adacad. For yes/no image questions (POPE) generate "
+            f"with method={method!r} instead."
         )
     cfg = _method_config(method, params)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:

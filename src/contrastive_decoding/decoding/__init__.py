@@ -15,6 +15,7 @@ from .context import AdaCadConfig, CadConfig
 from .contrastive_search import ContrastiveSearchConfig
 from .dola import DolaConfig
 from .expert_amateur import ExpertAmateurConfig
+from .image import RitualConfig, RitualVcdConfig, VcdConfig, VddConfig
 
 
 @dataclass(frozen=True)
@@ -29,12 +30,18 @@ METHOD_CONFIGS: dict[str, type] = {
     "dola": DolaConfig,
     "cad": CadConfig,
     "adacad": AdaCadConfig,
+    "vcd": VcdConfig,
+    "ritual": RitualConfig,
+    "ritual_vcd": RitualVcdConfig,
+    "vdd": VddConfig,
 }
 
 # Methods whose second sequence is the prompt without its context.
 CONTEXT_FREE_METHODS = frozenset({"cad", "adacad"})
 # Methods that need a second (amateur) model.
 AMATEUR_METHODS = frozenset({"expert_amateur"})
+# Methods that contrast an image with a perturbed image (or none): vision-language models only.
+IMAGE_METHODS = frozenset({"vcd", "ritual", "ritual_vcd", "vdd"})
 
 
 def check_method(method: str) -> str:
@@ -66,6 +73,7 @@ def make_method_config(method: str, **params: Any) -> Any:
 __all__ = [
     "AMATEUR_METHODS",
     "CONTEXT_FREE_METHODS",
+    "IMAGE_METHODS",
     "METHOD_CONFIGS",
     "AdaCadConfig",
     "CadConfig",

@@ -24,8 +24,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import DynamicCache, GenerationConfig, LogitsProcessorList, PreTrainedModel
-from transformers import StoppingCriteriaList
+from transformers import (
+    DynamicCache,
+    GenerationConfig,
+    LogitsProcessorList,
+    PreTrainedModel,
+    StoppingCriteriaList,
+)
 
 from ...decoding import image as image_math
 from .loop import LoopControls, generate_streamer, run_decode_loop
@@ -193,7 +198,9 @@ def _nested_images(images: Any, batch_size: int) -> list[list[Any]]:
         return []
     rows = list(images)
     if len(rows) != batch_size:
-        raise ValueError(f"images must hold one image (or list of images) per row ({batch_size}), got {len(rows)}")
+        raise ValueError(
+            f"images must hold one image (or list of images) per row ({batch_size}), got {len(rows)}"
+        )
     return [list(row) if isinstance(row, (list, tuple)) else [row] for row in rows]
 
 
@@ -347,7 +354,10 @@ class ImageContrastStepper:
 
     def advance(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self._scores(
-            [runner.step(tokens.repeat(len(group))) for group, runner in zip(self.groups, self.runners, strict=True)]
+            [
+                runner.step(tokens.repeat(len(group)))
+                for group, runner in zip(self.groups, self.runners, strict=True)
+            ]
         )
 
 
@@ -429,7 +439,10 @@ def _user_perturbed_branch(
     if images is not None and image_processor is not None:
         rows = _nested_images(images, image.input_ids.shape[0])
         perturbed = [[perturbation(picture) for picture in row] for row in rows]
-        return Branch(image.input_ids, {**image.inputs, **processed_images(image_processor, perturbed, family, image.inputs)})
+        return Branch(
+            image.input_ids,
+            {**image.inputs, **processed_images(image_processor, perturbed, family, image.inputs)},
+        )
     pixels = image.inputs["pixel_values"]
     perturbed_pixels = perturbation(pixels)
     if not isinstance(perturbed_pixels, torch.Tensor) or perturbed_pixels.shape != pixels.shape:
@@ -457,7 +470,10 @@ def _transformed_branch(
     rows = _nested_images(images, image.input_ids.shape[0])
     generators = row_generators(perturbation_seed, len(rows))
     perturbed = transformed_images(rows, generators, transforms)
-    return Branch(image.input_ids, {**image.inputs, **processed_images(image_processor, perturbed, family, image.inputs)})
+    return Branch(
+        image.input_ids,
+        {**image.inputs, **processed_images(image_processor, perturbed, family, image.inputs)},
+    )
 
 
 def _no_image_branch(model, image: Branch, image_token_ids, pad_token_id: int) -> Branch:
@@ -505,7 +521,12 @@ def vcd(
         vcd_alpha=vcd_alpha, vcd_beta=vcd_beta, noise_step=noise_step, noise_schedule=noise_schedule
     )
     family, controls, image = _prepare_image_method(
-        model, "vcd", input_ids, logits_processor, stopping_criteria, generation_config,
+        model,
+        "vcd",
+        input_ids,
+        logits_processor,
+        stopping_criteria,
+        generation_config,
         {**model_kwargs, **_image_inputs(pixel_values, image_grid_thw, pixel_attention_mask, image_sizes)},
     )
     if perturbed_inputs is not None:
@@ -545,7 +566,12 @@ def ritual(
     ``perturbed_inputs`` replace it as for :func:`vcd`."""
     cfg = image_math.RitualConfig(ritual_alpha_pos=ritual_alpha_pos, ritual_beta=ritual_beta)
     family, controls, image = _prepare_image_method(
-        model, "ritual", input_ids, logits_processor, stopping_criteria, generation_config,
+        model,
+        "ritual",
+        input_ids,
+        logits_processor,
+        stopping_criteria,
+        generation_config,
         {**model_kwargs, **_image_inputs(pixel_values, image_grid_thw, pixel_attention_mask, image_sizes)},
     )
     if perturbed_inputs is not None:
@@ -591,7 +617,12 @@ def ritual_vcd(
         noise_schedule=noise_schedule,
     )
     family, controls, image = _prepare_image_method(
-        model, "ritual_vcd", input_ids, logits_processor, stopping_criteria, generation_config,
+        model,
+        "ritual_vcd",
+        input_ids,
+        logits_processor,
+        stopping_criteria,
+        generation_config,
         {**model_kwargs, **_image_inputs(pixel_values, image_grid_thw, pixel_attention_mask, image_sizes)},
     )
     transformed = _transformed_branch(
@@ -625,7 +656,12 @@ def vdd(
     give as ``perturbed_inputs={"input_ids": ..., "attention_mask": ...}``."""
     cfg = image_math.VddConfig(vdd_alpha=vdd_alpha, vdd_beta=vdd_beta)
     family, controls, image = _prepare_image_method(
-        model, "vdd", input_ids, logits_processor, stopping_criteria, generation_config,
+        model,
+        "vdd",
+        input_ids,
+        logits_processor,
+        stopping_criteria,
+        generation_config,
         {**model_kwargs, **_image_inputs(pixel_values, image_grid_thw, pixel_attention_mask, image_sizes)},
     )
     if perturbed_inputs is not None:
