@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 import contrastive_decoding as cd
 from contrastive_decoding.api import generate_outputs
+from contrastive_decoding.backends.hf.vision import processor_image_token_ids
 from contrastive_decoding.cli import main
 from contrastive_decoding.models import load_model_and_tokenizer
 from tests.tiny_models import tiny_model, tiny_tokenizer
@@ -56,7 +57,7 @@ def test_api_equals_model_generate_with_the_processor(loaded, method):
     if method in ("ritual", "ritual_vcd"):
         extra.update(images=images, image_processor=processor)
     if method == "vdd":
-        extra["image_token_ids"] = cd.backends.hf.vision.processor_image_token_ids(processor)
+        extra["image_token_ids"] = processor_image_token_ids(processor)
     direct = model.generate(
         **encoded, custom_generate=getattr(cd.hf, method), max_new_tokens=5, do_sample=False, **extra
     )
@@ -155,3 +156,15 @@ def test_decoding_registry_knows_the_image_methods():
     assert make_method_config("vcd", vcd_alpha=0.5).vcd_alpha == 0.5
     with pytest.raises(ValueError, match="Unknown parameter 'vcd_alhpa'.*vcd_alpha"):
         make_method_config("vcd", vcd_alhpa=0.5)
+
+
+def test_the_vcd_example_runs():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "vcd_llava.py"
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for name in ("plain generate", "VCD", "RITUAL", "no-image contrast"):
+        assert f"=== {name}" in result.stdout
