@@ -49,6 +49,7 @@ test: lint models
 
 bench: models
 	$(PY) benchmarks/speed.py
+	$(PY) benchmarks/vision_speed.py
 
 bench-reference:
 	bash benchmarks/setup_reference_env.sh

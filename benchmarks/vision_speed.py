@@ -68,11 +68,15 @@ def build(family: str):
             text_config=LlamaConfig(**TEXT),
             image_token_index=IMAGE_ID,
         )
-        processor = CLIPImageProcessorPil(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224})
+        processor = CLIPImageProcessorPil(
+            size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}
+        )
         return LlavaForConditionalGeneration(config).eval(), processor
     if family == "qwen2_vl":
         text = dict(TEXT, rope_parameters={"rope_type": "default", "mrope_section": [8, 12, 12]})
-        vision = dict(depth=6, embed_dim=384, hidden_size=576, num_heads=6, patch_size=14, spatial_merge_size=2)
+        vision = dict(
+            depth=6, embed_dim=384, hidden_size=576, num_heads=6, patch_size=14, spatial_merge_size=2
+        )
         config = Qwen2VLConfig(
             text_config=text,
             vision_config=vision,
@@ -162,12 +166,20 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.max_new_tokens} new tokens, float32, median of {args.repeats} interleaved rounds, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads\n"
     )
-    lines = ["| family | method | batch | tokens/s | time vs generate | target |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| family | method | batch | tokens/s | time vs generate | target |",
+        "|---|---|---|---|---|---|",
+    ]
     for family in args.families:
         model, processor = build(family)
         for batch_size in args.batch_sizes:
             batches = [
-                (start, make_inputs(family, model, processor, images[start : start + batch_size], args.text_length))
+                (
+                    start,
+                    make_inputs(
+                        family, model, processor, images[start : start + batch_size], args.text_length
+                    ),
+                )
                 for start in range(0, len(images), batch_size)
             ]
             passes = {

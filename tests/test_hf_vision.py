@@ -279,3 +279,14 @@ def test_processor_image_token_ids_find_the_markers():
     )
     ids = vision.processor_image_token_ids(tokenizer)
     assert len(ids) == 4 and IMAGE_TOKEN_ID not in ids  # the tiny vocabulary's w500 is a plain word
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_num_return_sequences_repeats_each_rows_image(model, family, inputs, images, method):
+    """generate repeats the prompt rows but hands the image inputs over as given: they are repeated to match
+    (top_k=1 sampling is deterministic, so zero contrast must equal plain generate's repeated rows)."""
+    sampled = dict(do_sample=True, top_k=1, num_return_sequences=2)
+    plain = model.generate(**inputs, max_new_tokens=NEW_TOKENS, **sampled)
+    ours = run(model, inputs, method, **sampled, **method_kwargs(method, family, images, zero=True))
+    assert ours.shape[0] == 2 * len(PROMPT_LENGTHS)
+    assert torch.equal(ours, plain)

@@ -100,11 +100,16 @@ def validate_run_params(task: Task, method: str, params: dict[str, Any]) -> None
     ``contrastive_search`` (it defines no distribution to score under). Raises ValueError naming the problem.
     """
     from ..api import SAMPLING_PARAMETERS, sampling_kwargs, split_parameters
-    from ..decoding import check_method, make_method_config, method_parameters
+    from ..decoding import IMAGE_METHODS, check_method, make_method_config, method_parameters
 
     check_method(method)
     method_names = method_parameters(method)
     if task.kind == "choice":
+        if method in IMAGE_METHODS:
+            raise ValueError(
+                f"task {task.name!r} scores text answer choices; {method} contrasts images and runs on "
+                "pope-mini, pope-* and chair"
+            )
         if method == "contrastive_search":
             raise ValueError(
                 f"task {task.name!r} scores answer choices, and contrastive_search defines no distribution over "
@@ -455,12 +460,17 @@ class _ItemRunner:
                 )
             free = [item.context_free for item in items]
         params = {**self.params, **self._sampling_seed(seed_offset)}
+        images = [item.image for item in items] if any(item.image for item in items) else None
+        if images is not None and not all(images):
+            missing = [item.id for item in items if not item.image]
+            raise ValueError(f"item(s) {', '.join(missing)} have no image while others in the batch do")
         outputs = generate_outputs(
             self.model,
             self.tokenizer,
             [item.context for item in items],
             self.method,
             context_free_prompts=free,
+            images=images,
             amateur_model=self.amateur_model,
             amateur_tokenizer=self.amateur_tokenizer,
             max_new_tokens=self.task.max_new_tokens,
@@ -536,7 +546,7 @@ def run_task(
     files written and the resume semantics. Raises :class:`RunConfigMismatch` when ``output_dir`` holds a run
     with a different configuration, ValueError for bad parameters or a task without the inputs the method needs.
     """
-    from ..decoding import AMATEUR_METHODS, CONTEXT_FREE_METHODS
+    from ..decoding import AMATEUR_METHODS, CONTEXT_FREE_METHODS, IMAGE_METHODS
 
     if task.kind == "choice":
         params = {**CHOICE_SCORING_DEFAULTS.get(method, {}), **params}
@@ -561,6 +571,12 @@ def run_task(
         raise ValueError(
             f"{method} contrasts each prompt with its context-free version, and task {task.name!r} gives none "
             "(its items have no context_free prompt)"
+        )
+
+    if method in IMAGE_METHODS and items and all(item.image is None for item in items):
+        raise ValueError(
+            f"{method} contrasts images, and task {task.name!r} has none: use it on pope-mini, pope-* or chair "
+            "with a vision-language model"
         )
 
     metadata = {

@@ -197,11 +197,12 @@ def _nested_images(images: Any, batch_size: int) -> list[list[Any]]:
     if images is None:
         return []
     rows = list(images)
-    if len(rows) != batch_size:
+    if not rows or batch_size % len(rows):
         raise ValueError(
             f"images must hold one image (or list of images) per row ({batch_size}), got {len(rows)}"
         )
-    return [list(row) if isinstance(row, (list, tuple)) else [row] for row in rows]
+    repeat = batch_size // len(rows)  # num_return_sequences repeats every prompt
+    return [list(row) if isinstance(row, (list, tuple)) else [row] for row in rows for _ in range(repeat)]
 
 
 def processed_images(
@@ -379,6 +380,54 @@ def _image_inputs(pixel_values, image_grid_thw, pixel_attention_mask, image_size
     return {key: value for key, value in given.items() if value is not None}
 
 
+def expand_image_inputs(
+    inputs: dict[str, Any], input_ids: torch.Tensor, model: PreTrainedModel
+) -> dict[str, Any]:
+    """Repeat each row's image inputs when generate repeated the rows (``num_return_sequences``): generate
+    expands ``input_ids`` and the mask, but the image inputs reach the callable as given."""
+    if "pixel_values" not in inputs:
+        return inputs
+    batch = input_ids.shape[0]
+    if "image_grid_thw" in inputs:
+        grid = inputs["image_grid_thw"]
+        if _all_rows_consistent(input_ids, inputs, model):
+            return inputs
+        # the rows were repeated: image i of the original row r is needed by rows r * k .. r * k + k - 1
+        total_tokens = int((input_ids == model.config.image_token_id).sum())
+        merge = model.config.vision_config.spatial_merge_size
+        given_tokens = int((grid.prod(-1) // (merge * merge)).sum())
+        if given_tokens == 0 or total_tokens % given_tokens:
+            raise ValueError("image_grid_thw does not match the image tokens of input_ids")
+        repeat = total_tokens // given_tokens
+        unique_ids = input_ids[::repeat]
+        original_rows = _rows_of_images(unique_ids, inputs, model)
+        chunks = inputs["pixel_values"].split(grid.prod(-1).tolist())
+        pixels, grids = [], []
+        for row in range(unique_ids.shape[0]):
+            mine = [index for index, owner in enumerate(original_rows) if owner == row]
+            for _ in range(repeat):
+                pixels += [chunks[index] for index in mine]
+                grids += [grid[index] for index in mine]
+        return {**inputs, "pixel_values": torch.cat(pixels), "image_grid_thw": torch.stack(grids)}
+    given = inputs["pixel_values"].shape[0]
+    if given == batch:
+        return inputs
+    if given == 0 or batch % given:
+        raise ValueError(f"pixel_values hold {given} rows of images but the prompt batch has {batch} rows")
+    repeat = batch // given
+    expanded = dict(inputs)
+    for key in ("pixel_values", "pixel_attention_mask", "image_sizes"):
+        if key in inputs:
+            expanded[key] = inputs[key].repeat_interleave(repeat, dim=0)
+    return expanded
+
+
+def _all_rows_consistent(input_ids: torch.Tensor, inputs: dict[str, Any], model: PreTrainedModel) -> bool:
+    merge = model.config.vision_config.spatial_merge_size
+    given_tokens = int((inputs["image_grid_thw"].prod(-1) // (merge * merge)).sum())
+    return given_tokens == int((input_ids == model.config.image_token_id).sum())
+
+
 def _prepare_image_method(
     model: PreTrainedModel,
     method: str,
@@ -402,6 +451,8 @@ def _prepare_image_method(
         )
     if "inputs_embeds" in inputs:
         raise ValueError(f"{method} takes input_ids with image inputs; inputs_embeds is not supported here")
+    if needs_pixels:
+        inputs = expand_image_inputs(inputs, input_ids, model)
     controls = LoopControls.from_generate(
         logits_processor, stopping_criteria, generation_config, generate_streamer()
     )

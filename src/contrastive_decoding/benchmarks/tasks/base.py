@@ -30,6 +30,7 @@ class Item:
     correct: tuple[int, ...] = ()  # "choice": indices of the correct choices (the first is the best answer)
     references: tuple[str, ...] = ()  # "generate": gold answers / human continuation
     context_free: str | None = None  # the context without its evidence (CAD / AdaCAD)
+    image: str | None = None  # path of the item's image (vision-language tasks: POPE, CHAIR)
     meta: dict[str, Any] = field(default_factory=dict)
 
 
