@@ -6,6 +6,8 @@ continuation). Items are "choice" items in the Inverse Scaling Prize's classific
 prompt verbatim, choices = the classes, correct = (answer_index,); ``accuracy`` = 1 if the desired
 continuation's log-likelihood is strictly the highest (a tie counts as wrong).
 
+For ``cad`` / ``adacad`` the instruction is the context: see :func:`instruction_free`.
+
 Subtasks: 1 proverb ending (860), 2 proverb translation (843), 3 hate-speech ending (100), 4 history of
 science QA (736). Subtask 3 prompts with real historical hate-speech slogans, so ``memotrap`` leaves it out
 (2439 items); ``memotrap-all`` (or ``MemoTrap(include_offensive=True)``) includes it (2539 items).
@@ -76,6 +78,7 @@ class MemoTrap(Task):
                         context=prompt,
                         choices=choices,
                         correct=(answer_index,),
+                        context_free=instruction_free(subtask, prompt),
                         meta={"subtask": subtask},
                     )
                 )
@@ -94,6 +97,24 @@ class MemoTrapAll(MemoTrap):
     description = "MemoTrap, all 4 subtasks including 3 (hate-speech slogans: offensive content)"
     data_files = tuple(f"memotrap/{subtask}.csv" for subtask in SUBTASKS)
     include_offensive = True
+
+
+def instruction_free(subtask: str, prompt: str) -> str | None:
+    """The prompt without its instruction, CAD's context-free prompt on MemoTrap (the instruction is the context
+    the model must follow against its memory). Our split, as the CAD paper publishes no script for it:
+
+    - proverb / slogan ending: ``'Write a quote that ends in the word "heavy": Absence makes the heart grow'``
+      -> ``'Absence makes the heart grow'`` (the text after the instruction's ``": "``);
+    - proverb translation: the English prefix on the last line (instruction and Chinese sentence removed);
+    - history-of-science QA: None (the instruction is the question), so CAD / AdaCAD record those items as errors.
+    """
+    if subtask in ("1-proverb-ending", "3-hate-speech-ending"):
+        head, separator, tail = prompt.partition('": ')
+        return tail if separator and tail.strip() else None
+    if subtask == "2-proverb-translation":
+        tail = prompt.rsplit("\n", 1)[-1]
+        return tail if tail.strip() and tail != prompt else None
+    return None
 
 
 def _parse_classes(text: str, where: str) -> tuple[str, ...]:
