@@ -794,3 +794,26 @@ def bench_report(run_dirs: tuple[Path, ...], output_dir: Path) -> None:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+@main.command(
+    "lm-eval",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []},
+)
+@click.argument("lm_eval_args", nargs=-1, type=click.UNPROCESSED)
+def lm_eval_command(lm_eval_args: tuple[str, ...]) -> None:
+    """lm-evaluation-harness with our model registered: `lm-eval` ARGS, where `--model contrastive` decodes and
+    scores with a method.
+
+    \b
+    contrastive-decoding lm-eval run --model contrastive \\
+        --model_args pretrained=smollm2-135m,method=dola,dola_layers=high --tasks contrastive_truthfulqa_mc2
+    (`contrastive_truthfulqa_mc2`: our TruthfulQA MC2 on the local data; any lm-eval task works.)
+    """
+    try:
+        from .benchmarks.lm_eval_adapter import run_cli
+    except ImportError as error:
+        raise click.ClickException(
+            f"lm-eval is not installed ({error}): pip install 'contrastive-decoding[bench]'"
+        )
+    run_cli(lm_eval_args)
