@@ -815,5 +815,5 @@ def lm_eval_command(lm_eval_args: tuple[str, ...]) -> None:
     except ImportError as error:
         raise click.ClickException(
             f"lm-eval is not installed ({error}): pip install 'contrastive-decoding[bench]'"
-        )
+        ) from error
     run_cli(lm_eval_args)
