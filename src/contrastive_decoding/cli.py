@@ -442,9 +442,11 @@ def _check_data_files(task: Any, data_dir: Path) -> None:
         )
 
 
-def _bench_settings(task: Any, methods: list[str], params: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def _bench_settings(
+    task: Any, methods: list[str], params: dict[str, Any], backend: str = "hf"
+) -> dict[str, dict[str, Any]]:
     """Validated per-method parameters for ``task`` (ValueError on a bad method or parameter)."""
-    from .benchmarks.runner import SCORE_ONLY_PARAMETERS, validate_run_params
+    from .benchmarks.runner import SCORE_ONLY_PARAMETERS, validate_backend, validate_run_params
 
     score_only = {
         key: value for key, value in params.items() if key.rpartition(".")[2] in SCORE_ONLY_PARAMETERS
@@ -457,18 +459,26 @@ def _bench_settings(task: Any, methods: list[str], params: dict[str, Any]) -> di
                 settings[method][name] = value
     for method, method_params in settings.items():
         validate_run_params(task, method, method_params)
+        validate_backend(task, method, backend)
     return settings
 
 
 def _load_bench_models(
-    model_name: str, amateur_model: str | None, dtype: str, device: str
+    model_name: str, amateur_model: str | None, dtype: str, device: str, backend: str = "hf"
 ) -> tuple[Any, Any, Any, Any]:
+    """(model, tokenizer, amateur, amateur tokenizer); with ``backend="vllm"`` the model is a
+    :class:`contrastive_decoding.vllm.LLM` engine that holds the amateur itself."""
     from transformers.utils import logging as transformers_logging
 
     from .models import load_model_and_tokenizer
 
     transformers_logging.disable_progress_bar()
     try:
+        if backend == "vllm":
+            from .vllm import LLM
+
+            engine = LLM(model_name, amateur_model, dtype=dtype)
+            return engine, engine.tokenizer, None, None
         model, tokenizer = load_model_and_tokenizer(model_name, dtype=dtype, device=device)
         amateur = amateur_tokenizer = None
         if amateur_model is not None:
@@ -476,6 +486,12 @@ def _load_bench_models(
     except (ValueError, OSError) as error:
         raise click.ClickException(str(error)) from error
     return model, tokenizer, amateur, amateur_tokenizer
+
+
+def _shutdown(model: Any) -> None:
+    """Stop a vLLM engine's processes (``--backend vllm``) now; a transformers model needs nothing."""
+    if hasattr(model, "shutdown") and hasattr(model, "generate_requests"):
+        model.shutdown()
 
 
 def _bench_model_options(function: Any) -> Any:
@@ -499,10 +515,11 @@ def _bench_model_options(function: Any) -> Any:
         ),
         click.option(
             "--backend",
-            type=click.Choice(["hf"]),
+            type=click.Choice(["hf", "vllm"]),
             default="hf",
             show_default=True,
-            help="transformers (hf) only.",
+            help="hf: transformers; vllm: a vLLM engine (generation tasks; greedy, dola, expert_amateur and "
+            "sampling).",
         ),
         click.option(
             "--dtype",
@@ -601,7 +618,7 @@ def bench_run(
     """
     task = _get_task_or_fail(task_name)
     try:
-        params = _bench_settings(task, [method], parse_set_option(settings))[method]
+        params = _bench_settings(task, [method], parse_set_option(settings), backend)[method]
     except ValueError as error:
         raise click.ClickException(str(error)) from error
     if method == "expert_amateur" and amateur_model is None:
@@ -611,23 +628,26 @@ def bench_run(
     data_dir = _resolve_data_dir(data_dir)
     _check_data_files(task, data_dir)
     model, tokenizer, amateur, amateur_tokenizer = _load_bench_models(
-        model_name, amateur_model, dtype, device
+        model_name, amateur_model, dtype, device, backend
     )
-    summary = _run_one(
-        task,
-        method,
-        params,
-        output_dir,
-        model=model,
-        tokenizer=tokenizer,
-        data_dir=data_dir,
-        limit=limit,
-        seed=seed,
-        amateur_model=amateur,
-        amateur_tokenizer=amateur_tokenizer,
-        batch_size=batch_size,
-        progress=progress,
-    )
+    try:
+        summary = _run_one(
+            task,
+            method,
+            params,
+            output_dir,
+            model=model,
+            tokenizer=tokenizer,
+            data_dir=data_dir,
+            limit=limit,
+            seed=seed,
+            amateur_model=amateur,
+            amateur_tokenizer=amateur_tokenizer,
+            batch_size=batch_size,
+            progress=progress,
+        )
+    finally:
+        _shutdown(model)
     _echo_summary(summary)
 
 
@@ -728,7 +748,7 @@ def bench_sweep(
     try:
         combinations = [combination for spec in grids for combination in parse_grid(spec)]
         methods = list(dict.fromkeys(method for method, _ in combinations))
-        common = _bench_settings(task, methods, parse_set_option(settings))
+        common = _bench_settings(task, methods, parse_set_option(settings), backend)
         for method, grid_params in combinations:
             params = {**common[method], **grid_params}
             _bench_settings(task, [method], params)
@@ -744,25 +764,28 @@ def bench_sweep(
     data_dir = _resolve_data_dir(data_dir)
     _check_data_files(task, data_dir)
     model, tokenizer, amateur, amateur_tokenizer = _load_bench_models(
-        model_name, amateur_model, dtype, device
+        model_name, amateur_model, dtype, device, backend
     )
-    for method, params, run_dir in runs:
-        summary = _run_one(
-            task,
-            method,
-            params,
-            run_dir,
-            model=model,
-            tokenizer=tokenizer,
-            data_dir=data_dir,
-            limit=limit,
-            seed=seed,
-            amateur_model=amateur,
-            amateur_tokenizer=amateur_tokenizer,
-            batch_size=batch_size,
-            progress=progress,
-        )
-        _echo_summary(summary)
+    try:
+        for method, params, run_dir in runs:
+            summary = _run_one(
+                task,
+                method,
+                params,
+                run_dir,
+                model=model,
+                tokenizer=tokenizer,
+                data_dir=data_dir,
+                limit=limit,
+                seed=seed,
+                amateur_model=amateur,
+                amateur_tokenizer=amateur_tokenizer,
+                batch_size=batch_size,
+                progress=progress,
+            )
+            _echo_summary(summary)
+    finally:
+        _shutdown(model)
     for path in write_report([run_dir for _, _, run_dir in runs], output_dir):
         click.echo(f"wrote {path}", err=True)
 

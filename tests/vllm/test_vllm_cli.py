@@ -33,3 +33,37 @@ def test_generate_backend_vllm_equals_hf(tmp_path):
     assert [row["id"] for row in outputs["vllm"]] == [1, 2]
     assert [row["token_ids"] for row in outputs["vllm"]] == [row["token_ids"] for row in outputs["hf"]]
     assert [row["text"] for row in outputs["vllm"]] == [row["text"] for row in outputs["hf"]]
+
+
+SHARED_DATA = __import__("pathlib").Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+def test_bench_run_backend_vllm_equals_hf(tmp_path):
+    """A generation task through `bench run --backend vllm` scores the same outputs as `--backend hf`."""
+    summaries, results = {}, {}
+    for backend in ("hf", "vllm"):
+        out = tmp_path / backend
+        result = CliRunner().invoke(
+            main,
+            ["bench", "run", "nq-swap", "--model", "smollm2-135m", "--backend", backend, "--method", "dola",
+             "--set", "dola_layers=high", "--limit", "3", "--data-dir", str(SHARED_DATA), "--output-dir", str(out),
+             "--no-progress"],
+            catch_exceptions=False,
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        summaries[backend] = json.loads((out / "summary.json").read_text())
+        results[backend] = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert json.loads((tmp_path / "vllm" / "metadata.json").read_text())["backend"] == "vllm"
+    assert [row["output"]["token_ids"] for row in results["vllm"]] == [
+        row["output"]["token_ids"] for row in results["hf"]
+    ]
+    assert summaries["vllm"]["metrics"] == summaries["hf"]["metrics"]
+
+
+def test_bench_run_backend_vllm_refuses_choice_tasks(tmp_path):
+    result = CliRunner().invoke(
+        main,
+        ["bench", "run", "truthfulqa-mc", "--model", "smollm2-135m", "--backend", "vllm", "--method", "dola",
+         "--limit", "1", "--data-dir", str(SHARED_DATA), "--output-dir", str(tmp_path), "--no-progress"],
+    )  # fmt: skip
+    assert result.exit_code != 0 and "hf backend only" in result.output

@@ -55,7 +55,16 @@ CHOICE_SCORING_DEFAULTS: dict[str, dict[str, Any]] = {"dola": {"relative_top": 0
 FULL_HASH_LIMIT_BYTES = 1 << 30
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 # The metadata keys that must match for a run to be resumed.
-RUN_CONFIG_KEYS = ("task", "method", "params", "seed", "model_hash", "amateur_model_hash", "data_files")
+RUN_CONFIG_KEYS = (
+    "task",
+    "method",
+    "params",
+    "seed",
+    "model_hash",
+    "amateur_model_hash",
+    "data_files",
+    "backend",
+)
 
 
 class RunConfigMismatch(ValueError):
@@ -149,6 +158,38 @@ def sha256_file(path: Path) -> str:
         while chunk := handle.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def validate_backend(task: Task, method: str, backend: str) -> None:
+    """Raise ValueError when ``--backend vllm`` cannot run ``method`` on ``task`` (checked before loading)."""
+    from ..decoding import CONTEXT_FREE_METHODS, IMAGE_METHODS
+
+    if backend != "vllm":
+        return
+    if task.kind == "choice":
+        raise ValueError(
+            f"task {task.name!r} scores answer choices (teacher forcing under the method's distribution), "
+            "which runs on the hf backend only; use --backend hf"
+        )
+    if method in CONTEXT_FREE_METHODS or method in IMAGE_METHODS:
+        raise ValueError(f"{method} runs on the hf backend only, for now; use --backend hf")
+
+
+def is_vllm_engine(model: Any) -> bool:
+    """A :class:`contrastive_decoding.vllm.LLM` engine (``--backend vllm``) rather than a transformers model."""
+    return hasattr(model, "generate_requests") and hasattr(model, "model_path")
+
+
+def _fingerprint_target(model: Any) -> Any:
+    if is_vllm_engine(model):  # the checkpoint directory the engine serves
+        return _fingerprint_target_path(model.model_path)
+    return model
+
+
+def _fingerprint_target_path(path: str) -> Any:
+    from types import SimpleNamespace
+
+    return SimpleNamespace(name_or_path=path, config=None)
 
 
 def model_fingerprint(model: Any) -> dict[str, Any]:
@@ -321,6 +362,7 @@ def _prepare_metadata(output_dir: Path, metadata: dict[str, Any], has_results: b
         existing = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise RunConfigMismatch(f"{path} is not valid JSON; use another --output-dir") from error
+    existing.setdefault("backend", "hf")  # runs written before the vLLM backend existed
     differences = [key for key in RUN_CONFIG_KEYS if existing.get(key) != metadata.get(key)]
     if differences:
         details = "; ".join(
@@ -382,6 +424,7 @@ class _ItemRunner:
         self.results_handle = results_handle
         self.progress_bar = progress_bar
         self.needs_context_free = method in CONTEXT_FREE_METHODS
+        self.engine = model if is_vllm_engine(model) else None
         self.rows: dict[str, dict[str, Any]] = {}
 
     # ----- writing
@@ -460,6 +503,14 @@ class _ItemRunner:
                 )
             free = [item.context_free for item in items]
         params = {**self.params, **self._sampling_seed(seed_offset)}
+        if self.engine is not None:  # one vLLM batch; the engine schedules it
+            outputs = self.engine.generate(
+                [item.context for item in items],
+                self.method,
+                max_new_tokens=self.task.max_new_tokens,
+                **params,
+            )
+            return [ItemOutput(text=output.text, token_ids=tuple(output.token_ids)) for output in outputs]
         images = [item.image for item in items] if any(item.image for item in items) else None
         if images is not None and not all(images):
             missing = [item.id for item in items if not item.image]
@@ -551,7 +602,8 @@ def run_task(
     if task.kind == "choice":
         params = {**CHOICE_SCORING_DEFAULTS.get(method, {}), **params}
     validate_run_params(task, method, params)
-    if method in AMATEUR_METHODS and amateur_model is None:
+    engine_amateur = getattr(model, "amateur_path", None) if is_vllm_engine(model) else None
+    if method in AMATEUR_METHODS and amateur_model is None and engine_amateur is None:
         raise ValueError(f"{method} needs an amateur model (a smaller model with the same tokenizer)")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
@@ -573,6 +625,8 @@ def run_task(
             "(its items have no context_free prompt)"
         )
 
+    backend = "vllm" if is_vllm_engine(model) else "hf"
+    validate_backend(task, method, backend)
     if method in IMAGE_METHODS and items and all(item.image is None for item in items):
         raise ValueError(
             f"{method} contrasts images, and task {task.name!r} has none: use it on pope-mini, pope-* or chair "
@@ -585,8 +639,15 @@ def run_task(
         "method": method,
         "params": params,
         "seed": seed,
-        "model": model_fingerprint(model),
-        "amateur_model": model_fingerprint(amateur_model) if amateur_model is not None else None,
+        "backend": backend,
+        "model": model_fingerprint(_fingerprint_target(model)),
+        "amateur_model": (
+            model_fingerprint(amateur_model)
+            if amateur_model is not None
+            else model_fingerprint(_fingerprint_target_path(engine_amateur))
+            if engine_amateur
+            else None
+        ),
         "data_dir": str(data_dir.resolve()),
         "data_files": data_fingerprint(task, data_dir),
         "limit": limit,
@@ -597,7 +658,7 @@ def run_task(
         "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     metadata["model_hash"] = metadata["model"]["hash"]
-    metadata["amateur_model_hash"] = metadata["amateur_model"]["hash"] if amateur_model is not None else None
+    metadata["amateur_model_hash"] = metadata["amateur_model"]["hash"] if metadata["amateur_model"] else None
 
     output_dir.mkdir(parents=True, exist_ok=True)
     results_path = output_dir / RESULTS_FILE
