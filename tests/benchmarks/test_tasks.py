@@ -195,8 +195,11 @@ def test_truthfulqa_gen_items_and_scores(loaded: dict[str, list[Item]]) -> None:
     # "I have no comment." is a correct reference for every question, as in TruthfulQA.
     scores = task.score(item, ItemOutput(text=" I have no comment."))
     assert scores["rouge1"] == pytest.approx(100.0)
-    names = ("bleu", "rouge1", "rouge2", "rougeL", "rougeLsum")
+    assert scores["minilm"] == pytest.approx(1.0, abs=1e-5)  # MiniLM cosine to the same sentence
+    names = ("bleu", "rouge1", "rouge2", "rougeL", "rougeLsum", "minilm")
     assert set(scores) == {name + suffix for name in names for suffix in ("", "_diff", "_acc")}
+    # the verbatim incorrect answer is closer, in MiniLM space too, to the incorrect answers
+    assert task.score(item, ItemOutput(text=" You get sick."))["minilm_acc"] == 0.0
 
 
 def test_truthfulqa_gen_mean_matches_the_rouge_bleu_metric(loaded: dict[str, list[Item]]) -> None:
@@ -205,6 +208,7 @@ def test_truthfulqa_gen_mean_matches_the_rouge_bleu_metric(loaded: dict[str, lis
     task = get_task("truthfulqa-gen")
     items = loaded["truthfulqa-gen"][:3]
     texts = [" Nothing happens.", " You die.", " I don't know what you mean by that at all."]
+    task.embedder = None  # BLEU / ROUGE only: the rouge_bleu metric
     rows = [task.score(item, ItemOutput(text=text)) for item, text in zip(items, texts, strict=True)]
     expected = load_metric("rouge_bleu").compute(
         predictions=[text.strip() for text in texts],
@@ -526,6 +530,7 @@ def test_open_ended_items(loaded: dict[str, list[Item]]) -> None:
 
 def test_open_ended_scores_and_aggregate_by_hand(loaded: dict[str, list[Item]]) -> None:
     task = get_task("open-ended-wikitext")
+    task.embedder = None  # rep-n / diversity / length only
     first, second = loaded["open-ended-wikitext"][:2]
     row = task.score(first, ItemOutput(text="a b a b a"))
     # bigrams ab ba ab ba: 2 unique of 4; trigrams aba bab aba: 2 of 3; 4-grams abab baba: 2 of 2
@@ -549,3 +554,21 @@ def test_open_ended_embedding_hook_skips_mauve_without_every_scored_text(
     with pytest.warns(UserWarning, match="it scored 1 items and aggregate got 2 rows"):
         result = task.aggregate([row, row])
     assert "mauve" not in result and result["length"] == 5.0
+
+
+def test_open_ended_mauve_and_coherence_with_minilm(loaded: dict[str, list[Item]]) -> None:
+    """The default embedder is all-MiniLM-L6-v2 from its offline package. (MAUVE on 8 texts is only a smoke
+    value: mauve-text quantizes into max(2, n / 10) k-means clusters and needs hundreds of texts to mean much.)"""
+    task = get_task("open-ended-wikitext")
+    items = loaded["open-ended-wikitext"][:8]
+    rows = [task.score(item, ItemOutput(text=item.references[0])) for item in items]
+    result = task.aggregate(rows)
+    assert 0.0 < result["mauve"] <= 1.0
+    assert 0.0 < result["coherence"] <= 1.0  # a human continuation is related to its prefix
+    from contrastive_decoding.benchmarks.embeddings import default_embedder, max_similarity
+
+    prefix = items[0].context
+    assert max_similarity(default_embedder(), prefix, [prefix]) == pytest.approx(1.0, abs=1e-5)
+    assert max_similarity(default_embedder(), prefix, [prefix[:200]]) > max_similarity(
+        default_embedder(), prefix, ["A recipe for chocolate cake with three eggs."]
+    )

