@@ -32,6 +32,7 @@ SHIPPED_COUNTS = {
     "open-ended-wikitext": 1314,
     "open-ended-book": 1947,
     "pope-mini": 108,
+    "cnndm": 300,
     "chair": 20,
 }
 # pope-* ship their questions but not the MSCOCO val2014 images they ask about
@@ -69,7 +70,7 @@ def test_get_task_suggests_the_closest_name() -> None:
         get_task("truthfulqa_mc")
     with pytest.raises(ValueError, match=r"Did you mean 'gsm8k'\?"):
         get_task("gsm8")
-    with pytest.raises(ValueError, match="Known tasks: adacad-nq-synth, chair, factor-expert"):
+    with pytest.raises(ValueError, match="Known tasks: adacad-nq-synth, chair, cnndm, factor-expert"):
         get_task("zzzz")
 
 
@@ -554,6 +555,24 @@ def test_open_ended_embedding_hook_skips_mauve_without_every_scored_text(
     with pytest.warns(UserWarning, match="it scored 1 items and aggregate got 2 rows"):
         result = task.aggregate([row, row])
     assert "mauve" not in result and result["length"] == 5.0
+
+
+def test_cnndm_items_and_proxies_by_hand(loaded: dict[str, list[Item]]) -> None:
+    from contrastive_decoding.benchmarks.tasks.cnndm import supported_bigram_percent
+
+    item = loaded["cnndm"][0]
+    assert item.context.startswith("Article: ") and item.context.endswith("Summary:")
+    assert item.context_free == "Summarize the article in three sentences. Summary:"
+    # "the boston marathon was" -> the boston, boston marathon, marathon was: the first two in the article
+    article = "The Boston Marathon ended in terror."
+    assert supported_bigram_percent("The Boston marathon was", article) == pytest.approx(200 / 3)
+    assert supported_bigram_percent("Boston", article) is None
+    task = get_task("cnndm")
+    copied = task.score(item, ItemOutput(text=" " + item.references[0] + "\n\nArticle: next"))
+    assert copied["rougeL"] == pytest.approx(100.0)  # cut at the blank line
+    unrelated = task.score(item, ItemOutput(text=" The moon is made of cheese. Aliens landed."))
+    assert unrelated["supported_bigrams"] < copied["supported_bigrams"]
+    assert unrelated["minilm_support"] < copied["minilm_support"]
 
 
 def test_open_ended_mauve_and_coherence_with_minilm(loaded: dict[str, list[Item]]) -> None:

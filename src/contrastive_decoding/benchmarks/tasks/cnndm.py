@@ -1,0 +1,114 @@
+"""CNN/DailyMail summarization subset of Context-Aware Decoding (Shi et al., NAACL 2024; 300 articles).
+
+Items come from CAD's own input file (``cad_cnndm/cnndm_1_0.jsonl``, github.com/xhan77/context-aware-decoding):
+context = the with-article prompt (``"Article: ... Summarize the article in three sentences. Summary:"``),
+``context_free`` = the prompt-only stream (``"Summarize the article in three sentences. Summary:"``), references =
+the gold highlights. CAD's paper uses ``cad_alpha = 0.5`` for summarization (pass ``--set cad_alpha=0.5``).
+
+Scores (the paper's FactKB / BERT-P judges are models we do not ship, so factual consistency is a proxy):
+- ``rougeL``: ROUGE-L F1 (0-100) against the gold highlights (rouge-score, stemming as in CAD's script);
+- ``supported_bigrams``: percent of the summary's word bigrams (lowercased alphanumeric words) that occur in the
+  article: what the summary says that the article does not is the usual hallucination signal of summarizers;
+- ``minilm_support``: mean over the summary's sentences of the highest cosine similarity (all-MiniLM-L6-v2,
+  offline) to a sentence of the article, set ``task.embedder = None`` to leave it out.
+Generation stops at 64 new tokens (CAD generates 100) to keep CPU runs short; the summary is cut at a blank line.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from . import register
+from ._common import data_file, generated_text, read_jsonl, require_text
+from .base import Item, ItemOutput, Task
+
+_WORD = re.compile(r"[a-z0-9]+")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def word_bigrams(text: str) -> list[tuple[str, str]]:
+    words = _WORD.findall(text.lower())
+    return list(zip(words, words[1:], strict=False))
+
+
+def supported_bigram_percent(summary: str, article: str) -> float | None:
+    """Percent of the summary's word bigrams found in the article; None for a summary of < 2 words."""
+    bigrams = word_bigrams(summary)
+    if not bigrams:
+        return None
+    article_bigrams = set(word_bigrams(article))
+    return 100.0 * sum(bigram in article_bigrams for bigram in bigrams) / len(bigrams)
+
+
+def sentences(text: str) -> list[str]:
+    return [part.strip() for part in _SENTENCE_END.split(text.strip()) if part.strip()]
+
+
+@register
+class CnnDailyMail(Task):
+    name = "cnndm"
+    description = "CNN/DM summaries (CAD's 300 articles): ROUGE-L, supported bigrams, MiniLM support"
+    data_files = ("cad_cnndm/cnndm_1_0.jsonl",)
+    kind = "generate"
+    max_new_tokens = 64
+
+    def __init__(self, embedder: Any = "minilm") -> None:
+        self.embedder = embedder
+        self._scorer = None
+
+    def load(self, data_dir: Path) -> list[Item]:
+        path = data_file(
+            self.name,
+            data_dir,
+            self.data_files[0],
+            "CAD's CNN/DM input: JSON Lines {input_index, assigned_process, context_string, gold_answers, article}",
+        )
+        streams: dict[str, dict[int, dict]] = {}
+        for line, row in read_jsonl(path):
+            where = f"{path}:{line}"
+            index = str(row.get("input_index"))
+            process = int(row.get("assigned_process", -1))
+            if process not in (0, 1):
+                raise ValueError(f"{where}: assigned_process must be 0 (with article) or 1 (prompt only)")
+            require_text(row.get("context_string"), where, "context_string")
+            streams.setdefault(index, {})[process] = row
+        items = []
+        for index, pair in streams.items():
+            if set(pair) != {0, 1}:
+                raise ValueError(f"{path}: input_index {index} needs both streams (assigned_process 0 and 1)")
+            with_article = pair[0]
+            items.append(
+                Item(
+                    id=index,
+                    kind="generate",
+                    context=with_article["context_string"],
+                    context_free=pair[1]["context_string"],
+                    references=(require_text(with_article.get("gold_answers"), index, "gold_answers"),),
+                    meta={"article": require_text(with_article.get("article"), index, "article")},
+                )
+            )
+        return items
+
+    def score(self, item: Item, output: ItemOutput) -> dict[str, float]:
+        if self._scorer is None:
+            from rouge_score import rouge_scorer
+
+            self._scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+        summary = generated_text(item, output).strip().split("\n\n")[0].strip()
+        article = item.meta["article"]
+        scores = {"rougeL": 100.0 * self._scorer.score(item.references[0], summary)["rougeL"].fmeasure}
+        supported = supported_bigram_percent(summary, article)
+        if supported is not None:
+            scores["supported_bigrams"] = supported
+        summary_sentences = sentences(summary)
+        if self.embedder is not None and summary_sentences:
+            from ..embeddings import default_embedder
+
+            embedder = default_embedder() if self.embedder == "minilm" else self.embedder
+            article_vectors = embedder(sentences(article))  # [A, D] unit rows
+            summary_vectors = embedder(summary_sentences)  # [S, D]
+            scores["minilm_support"] = float((summary_vectors @ article_vectors.T).max(axis=1).mean())
+        scores["length"] = float(len(summary.split()))
+        return scores
