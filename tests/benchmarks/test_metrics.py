@@ -28,6 +28,7 @@ def test_registry_points_at_one_script_per_metric() -> None:
         "chair",
         "open_ended_quality",
         "rouge_bleu",
+        "summary_support",
     }
     for name, module_dir in METRICS.items():
         assert Path(module_dir).is_absolute()
@@ -363,3 +364,40 @@ def test_rouge_bleu_truthfulqa_differences() -> None:
     assert results["rougeL_diff"] == pytest.approx((250 / 3 - 100 + 250 / 3) / 2)
     assert results["rougeL_acc"] == pytest.approx(0.5)
     assert results["bleu"] == pytest.approx((100 * (1 / 48) ** 0.25 + 100 * (1 / 3) ** 0.25) / 2)
+
+
+def test_summary_support_by_hand_and_equal_to_the_cnndm_task() -> None:
+    from contrastive_decoding.benchmarks.tasks import get_task
+    from contrastive_decoding.benchmarks.tasks.base import ItemOutput
+
+    metric = load_metric("summary_support")
+    article = "The cat sat on the mat. It was a sunny day."
+    result = metric.compute(
+        predictions=["The cat sat on the mat.", "A dog ran home."],
+        references=["The cat sat on the mat.", "The cat sat."],
+        articles=[article, article],
+    )
+    # bigrams of "a dog ran home": a dog, dog ran, ran home -> none in the article; first summary: 5 of 5
+    assert result["supported_bigrams"] == pytest.approx((100.0 + 0.0) / 2)
+    assert result["rougeL"] == pytest.approx((100.0 + 0.0) / 2)
+    with pytest.raises(ValueError, match="one source article per prediction"):
+        metric.compute(predictions=["x"], references=["y"], articles=[])
+    task = get_task("cnndm")
+    task.embedder = bag_of_words_embedder_unit
+    items = task.load(Path(__file__).resolve().parents[3] / "shared" / "data")[:2]
+    texts = [" Boston Marathon bombing trial ends. The jury decides.", " A summary of nothing"]
+    rows = [task.score(item, ItemOutput(text=text)) for item, text in zip(items, texts, strict=True)]
+    expected = metric.compute(
+        predictions=[t.strip() for t in texts],
+        references=[item.references[0] for item in items],
+        articles=[item.meta["article"] for item in items],
+        embedder=bag_of_words_embedder_unit,
+    )
+    aggregated = task.aggregate(rows)
+    for key in ("rougeL", "supported_bigrams", "minilm_support"):
+        assert aggregated[key] == pytest.approx(expected[key])
+
+
+def bag_of_words_embedder_unit(texts: list[str]) -> np.ndarray:
+    vectors = bag_of_words_embedder(texts) + 1e-3
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)

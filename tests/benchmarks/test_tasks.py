@@ -558,7 +558,9 @@ def test_open_ended_embedding_hook_skips_mauve_without_every_scored_text(
 
 
 def test_cnndm_items_and_proxies_by_hand(loaded: dict[str, list[Item]]) -> None:
-    from contrastive_decoding.benchmarks.tasks.cnndm import supported_bigram_percent
+    from contrastive_decoding.benchmarks.metrics.summary_support.summary_support import (
+        supported_bigram_percent,
+    )
 
     item = loaded["cnndm"][0]
     assert item.context.startswith("Article: ") and item.context.endswith("Summary:")

@@ -30,6 +30,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "chair",
     "open_ended_quality",
     "rouge_bleu",
+    "summary_support",
 )
 
 # Metric name -> absolute path of the directory holding ``<name>.py``.

@@ -5,7 +5,8 @@ context = the with-article prompt (``"Article: ... Summarize the article in thre
 ``context_free`` = the prompt-only stream (``"Summarize the article in three sentences. Summary:"``), references =
 the gold highlights. CAD's paper uses ``cad_alpha = 0.5`` for summarization (pass ``--set cad_alpha=0.5``).
 
-Scores (the paper's FactKB / BERT-P judges are models we do not ship, so factual consistency is a proxy):
+Scores, with the ``summary_support`` metric's per-summary functions (the paper's FactKB / BERT-P judges are
+models we do not ship, so factual consistency is a proxy):
 - ``rougeL``: ROUGE-L F1 (0-100) against the gold highlights (rouge-score, stemming as in CAD's script);
 - ``supported_bigrams``: percent of the summary's word bigrams (lowercased alphanumeric words) that occur in the
   article: what the summary says that the article does not is the usual hallucination signal of summarizers;
@@ -16,34 +17,17 @@ Generation stops at 64 new tokens (CAD generates 100) to keep CPU runs short; th
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
+from ..metrics.summary_support.summary_support import (
+    rouge_l,
+    sentence_support,
+    supported_bigram_percent,
+)
 from . import register
 from ._common import data_file, generated_text, read_jsonl, require_text
 from .base import Item, ItemOutput, Task
-
-_WORD = re.compile(r"[a-z0-9]+")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-
-
-def word_bigrams(text: str) -> list[tuple[str, str]]:
-    words = _WORD.findall(text.lower())
-    return list(zip(words, words[1:], strict=False))
-
-
-def supported_bigram_percent(summary: str, article: str) -> float | None:
-    """Percent of the summary's word bigrams found in the article; None for a summary of < 2 words."""
-    bigrams = word_bigrams(summary)
-    if not bigrams:
-        return None
-    article_bigrams = set(word_bigrams(article))
-    return 100.0 * sum(bigram in article_bigrams for bigram in bigrams) / len(bigrams)
-
-
-def sentences(text: str) -> list[str]:
-    return [part.strip() for part in _SENTENCE_END.split(text.strip()) if part.strip()]
 
 
 @register
@@ -98,17 +82,16 @@ class CnnDailyMail(Task):
             self._scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
         summary = generated_text(item, output).strip().split("\n\n")[0].strip()
         article = item.meta["article"]
-        scores = {"rougeL": 100.0 * self._scorer.score(item.references[0], summary)["rougeL"].fmeasure}
+        scores = {"rougeL": rouge_l(summary, item.references[0], self._scorer)}
         supported = supported_bigram_percent(summary, article)
         if supported is not None:
             scores["supported_bigrams"] = supported
-        summary_sentences = sentences(summary)
-        if self.embedder is not None and summary_sentences:
+        if self.embedder is not None:
             from ..embeddings import default_embedder
 
             embedder = default_embedder() if self.embedder == "minilm" else self.embedder
-            article_vectors = embedder(sentences(article))  # [A, D] unit rows
-            summary_vectors = embedder(summary_sentences)  # [S, D]
-            scores["minilm_support"] = float((summary_vectors @ article_vectors.T).max(axis=1).mean())
+            support = sentence_support(summary, article, embedder)
+            if support is not None:
+                scores["minilm_support"] = support
         scores["length"] = float(len(summary.split()))
         return scores
