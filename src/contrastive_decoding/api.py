@@ -10,6 +10,7 @@ import torch
 
 from .decoding import (
     AMATEUR_METHODS,
+    CONDITION_METHODS,
     CONTEXT_FREE_METHODS,
     IMAGE_METHODS,
     check_method,
@@ -70,6 +71,7 @@ def _hf_function(method: str):
         "ritual": hf.ritual,
         "ritual_vcd": hf.ritual_vcd,
         "vdd": hf.vdd,
+        "condition_contrast": hf.condition_contrast,
     }.get(method)
 
 
@@ -110,6 +112,7 @@ def generate_outputs(
     amateur_model=None,
     amateur_tokenizer=None,
     images: Sequence[Any] | None = None,
+    conditions: Sequence[Any] | None = None,
     max_new_tokens: int = 64,
     batch_size: int = 8,
     **params: Any,
@@ -118,7 +121,12 @@ def generate_outputs(
 
     Image methods (vcd, ritual, ritual_vcd, vdd) and ``images`` (one PIL image or file path per prompt) need
     a vision-language model and its processor in place of ``tokenizer``; a prompt without the processor's
-    image token gets it prepended."""
+    image token gets it prepended.
+
+    ``condition_contrast`` takes ``conditions``, one entry per prompt marking its conditions: a list of substrings
+    of the prompt (first occurrence), a list of ``(start, end)`` character spans, or a dict of slot values when
+    the prompt is a template with ``{slot}`` fields. Each output's ``extras["condition_effects"]`` maps every
+    condition to its mean effect (JSD, nats; the smallest is the overshadowed one)."""
     check_method(method)
     method_params, sampling_params = split_parameters(method, params)
     make_method_config(method, **method_params)  # validate before loading anything else
@@ -143,6 +151,20 @@ def generate_outputs(
             max_new_tokens=max_new_tokens,
             batch_size=batch_size,
         )
+    if method in CONDITION_METHODS:
+        return _generate_with_conditions(
+            model,
+            tokenizer,
+            prompts,
+            conditions,
+            method_params,
+            generate_kwargs,
+            seed,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+        )
+    if conditions is not None:
+        raise ValueError(f"conditions are marked for condition_contrast; {method} does not take them")
     if method in CONTEXT_FREE_METHODS:
         if context_free_prompts is None or len(context_free_prompts) != len(prompts):
             raise ValueError(
@@ -287,6 +309,116 @@ def _generate_with_images(
                 GenerationOutput(tokenizer.decode(ids, skip_special_tokens=True), ids, int(length))
             )
     return outputs
+
+
+def resolve_conditions(prompt: str, marked: Any) -> tuple[str, list[str], list[str]]:
+    """(full prompt, one prompt per condition without it, condition labels) from one prompt's marking."""
+    from .decoding.condition import fill_template, prompts_without_spans
+
+    if isinstance(marked, dict):
+        full, dropped = fill_template(prompt, {str(k): str(v) for k, v in marked.items()})
+        return full, list(dropped.values()), list(dropped)
+    if not isinstance(marked, (list, tuple)) or not marked:
+        raise ValueError(
+            "condition_contrast needs at least one marked condition per prompt: substrings of the prompt, "
+            "(start, end) character spans, or a dict of template slot values"
+        )
+    spans, labels = [], []
+    for condition in marked:
+        if isinstance(condition, str):
+            start = prompt.find(condition)
+            if not condition or start < 0:
+                raise ValueError(f"condition {condition!r} does not occur in the prompt {prompt!r}")
+            spans.append((start, start + len(condition)))
+            labels.append(condition)
+        elif isinstance(condition, (list, tuple)) and len(condition) == 2:
+            start, end = (int(value) for value in condition)
+            spans.append((start, end))
+            labels.append(prompt[start:end] if 0 <= start < end <= len(prompt) else f"{start}:{end}")
+        else:
+            raise ValueError(f"a condition is a substring or a (start, end) span, got {condition!r}")
+    return prompt, prompts_without_spans(prompt, spans), labels
+
+
+def _generate_with_conditions(
+    model,
+    tokenizer,
+    prompts: list[str],
+    conditions: Sequence[Any] | None,
+    method_params: dict[str, Any],
+    generate_kwargs: dict[str, Any],
+    seed: int | None,
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+) -> list[GenerationOutput]:
+    if conditions is None or len(conditions) != len(prompts):
+        got = "none" if conditions is None else len(conditions)
+        raise ValueError(
+            f"condition_contrast needs one conditions entry per prompt ({len(prompts)} prompts, {got})"
+        )
+    resolved = [
+        resolve_conditions(prompt, marked) for prompt, marked in zip(prompts, conditions, strict=True)
+    ]
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    limit = context_limit(model)
+    if seed is not None:
+        torch.manual_seed(seed)
+    outputs: list[GenerationOutput | None] = [None] * len(prompts)
+    # rows with the same number of conditions share a batch
+    by_count: dict[int, list[int]] = {}
+    for index, (_, dropped, _) in enumerate(resolved):
+        by_count.setdefault(len(dropped), []).append(index)
+    for count, indices in by_count.items():
+        for start in range(0, len(indices), batch_size):
+            rows = indices[start : start + batch_size]
+            encoded = tokenizer([resolved[i][0] for i in rows], return_tensors="pt", padding=True).to(
+                model.device
+            )
+            lengths = encoded["attention_mask"].sum(-1).tolist()
+            for row, length in zip(rows, lengths, strict=True):
+                if limit is not None and length + max_new_tokens > limit:
+                    raise ValueError(
+                        f"prompt {row} has {length} tokens; with max_new_tokens={max_new_tokens} it exceeds the "
+                        f"model's context of {limit} tokens."
+                    )
+            free_ids, free_masks = [], []
+            for k in range(count):
+                free = tokenizer([resolved[i][1][k] for i in rows], return_tensors="pt", padding=True)
+                free_ids.append(free["input_ids"].to(model.device))
+                free_masks.append(free["attention_mask"].to(model.device))
+            result = model.generate(
+                **encoded,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+                custom_generate=_hf_function("condition_contrast"),
+                condition_free_input_ids=free_ids,
+                condition_free_attention_mask=free_masks,
+                return_dict_in_generate=True,
+                **generate_kwargs,
+                **method_params,
+            )
+            new_tokens = result.sequences[:, encoded["input_ids"].shape[1] :]
+            for position, row in enumerate(rows):
+                ids = _strip_after_eos(
+                    new_tokens[position].tolist(),
+                    model.generation_config.eos_token_id,
+                    tokenizer.pad_token_id,
+                )
+                effects = result.condition_effects[position].tolist()
+                labels = resolved[row][2]
+                outputs[row] = GenerationOutput(
+                    tokenizer.decode(ids, skip_special_tokens=True),
+                    ids,
+                    int(lengths[position]),
+                    extras={
+                        "condition_effects": dict(zip(labels, effects, strict=True)),
+                        "overshadowed_condition": labels[min(range(count), key=effects.__getitem__)],
+                    },
+                )
+    return [output for output in outputs if output is not None]
 
 
 def _load_image(image: Any) -> Any:

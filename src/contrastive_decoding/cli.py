@@ -130,6 +130,13 @@ def methods_command() -> None:
     "--context-free-prompt", default=None, help="With --prompt: the prompt without its context (CAD)."
 )
 @click.option(
+    "--condition",
+    "condition_texts",
+    multiple=True,
+    metavar="TEXT",
+    help="With --prompt: a condition of the prompt (a substring, repeat for each) for condition_contrast.",
+)
+@click.option(
     "--image",
     "image_path",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -158,6 +165,7 @@ def generate_command(
     output_path: Path | None,
     prompt: str | None,
     context_free_prompt: str | None,
+    condition_texts: tuple[str, ...],
     image_path: Path | None,
     demo: bool,
     chat: bool,
@@ -171,7 +179,7 @@ def generate_command(
     contrastive-decoding generate --model ./llava-1.5-7b-hf --method greedy --method vcd --method ritual \\
         --prompt "Describe the image." --image photo.jpg --chat
     """
-    from .decoding import IMAGE_METHODS, METHOD_CONFIGS
+    from .decoding import CONDITION_METHODS, IMAGE_METHODS, METHOD_CONFIGS
 
     if demo:
         prompt = f"{DEMO_CONTEXT}\n{DEMO_QUESTION}"
@@ -239,8 +247,27 @@ def generate_command(
             for t in texts
         ]
 
-    def run(method: str, prompts: list[str], free: list[str] | None, images: list | None = None) -> list:
+    def run(
+        method: str,
+        prompts: list[str],
+        free: list[str] | None,
+        images: list | None = None,
+        conditions: list | None = None,
+    ) -> list:
         try:
+            if method in CONDITION_METHODS:
+                if engine is not None:
+                    raise ValueError("condition_contrast runs on the hf backend only, for now")
+                return generate_outputs(
+                    model,
+                    tokenizer,
+                    prompts,  # conditions are marked on the text as given (no chat template)
+                    method,
+                    conditions=conditions,
+                    max_new_tokens=max_new_tokens,
+                    batch_size=batch_size,
+                    **params_by_method[method],
+                )
             if images is not None or method in IMAGE_METHODS:
                 return generate_outputs(
                     model,
@@ -281,11 +308,13 @@ def generate_command(
             [row["prompt"] for row in rows],
             free if all(f is not None for f in free) else None,
             row_images,
+            [row.get("conditions") for row in rows] if method in CONDITION_METHODS else None,
         )
         output_path.parent.mkdir(parents=True, exist_ok=True)
         with output_path.open("w") as handle:
             for row, output in zip(rows, outputs, strict=True):
                 record = {**row, "method": method, "text": output.text, "token_ids": output.token_ids}
+                record.update(output.extras)
                 handle.write(json.dumps(record) + "\n")
         click.echo(f"wrote {len(outputs)} rows to {output_path}", err=True)
         return
@@ -300,6 +329,12 @@ def generate_command(
             table.append((method, "(skipped: needs --context-free-prompt, the prompt without its context)"))
         elif method in IMAGE_METHODS and image_path is None:
             table.append((method, "(skipped: needs --image and a vision-language model)"))
+        elif method in CONDITION_METHODS and not condition_texts:
+            table.append((method, "(skipped: needs --condition TEXT, a marked condition of the prompt)"))
+        elif method in CONDITION_METHODS:
+            output = run(method, [prompt], None, None, [list(condition_texts)])[0]
+            effects = ", ".join(f"{k!r}: {v:.3f}" for k, v in output.extras["condition_effects"].items())
+            table.append((method, f"{output.text.strip()}  [condition effects: {effects}]"))
         else:
             free = [context_free_prompt] if context_free_prompt else None
             images = [image_path] if image_path is not None else None

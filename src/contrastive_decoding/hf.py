@@ -7,6 +7,7 @@ model.generate(**inputs, custom_generate=cd.hf.contrastive_search, penalty_alpha
 from .backends.hf import (
     adacad,
     cad,
+    condition_contrast,
     contrastive_search,
     dola,
     expert_amateur,
@@ -20,6 +21,7 @@ from .backends.hf import (
 __all__ = [
     "adacad",
     "cad",
+    "condition_contrast",
     "contrastive_search",
     "dola",
     "expert_amateur",

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._validation import did_you_mean
+from .condition import ConditionContrastConfig
 from .context import AdaCadConfig, CadConfig
 from .contrastive_search import ContrastiveSearchConfig
 from .dola import DolaConfig
@@ -34,10 +35,13 @@ METHOD_CONFIGS: dict[str, type] = {
     "ritual": RitualConfig,
     "ritual_vcd": RitualVcdConfig,
     "vdd": VddConfig,
+    "condition_contrast": ConditionContrastConfig,
 }
 
 # Methods whose second sequence is the prompt without its context.
 CONTEXT_FREE_METHODS = frozenset({"cad", "adacad"})
+# Methods whose extra sequences are the prompt without each marked condition.
+CONDITION_METHODS = frozenset({"condition_contrast"})
 # Methods that need a second (amateur) model.
 AMATEUR_METHODS = frozenset({"expert_amateur"})
 # Methods that contrast an image with a perturbed image (or none): vision-language models only.
@@ -72,6 +76,7 @@ def make_method_config(method: str, **params: Any) -> Any:
 
 __all__ = [
     "AMATEUR_METHODS",
+    "CONDITION_METHODS",
     "CONTEXT_FREE_METHODS",
     "IMAGE_METHODS",
     "METHOD_CONFIGS",
