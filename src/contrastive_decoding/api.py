@@ -72,6 +72,7 @@ def _hf_function(method: str):
         "ritual_vcd": hf.ritual_vcd,
         "vdd": hf.vdd,
         "condition_contrast": hf.condition_contrast,
+        "layer_fusion": hf.layer_fusion,
     }.get(method)
 
 
@@ -113,6 +114,8 @@ def generate_outputs(
     amateur_tokenizer=None,
     images: Sequence[Any] | None = None,
     conditions: Sequence[Any] | None = None,
+    amateur_instruction: str | None = None,
+    truthful_instruction: str | None = None,
     max_new_tokens: int = 64,
     batch_size: int = 8,
     **params: Any,
@@ -126,7 +129,11 @@ def generate_outputs(
     ``condition_contrast`` takes ``conditions``, one entry per prompt marking its conditions: a list of substrings
     of the prompt (first occurrence), a list of ``(start, end)`` character spans, or a dict of slot values when
     the prompt is a template with ``{slot}`` fields. Each output's ``extras["condition_effects"]`` maps every
-    condition to its mean effect (JSD, nats; the smallest is the overshadowed one)."""
+    condition to its mean effect (JSD, nats; the smallest is the overshadowed one).
+
+    ``layer_fusion`` contrasts with ``amateur_model`` when given, else with the model itself given
+    ``amateur_instruction`` (default: a hallucination-inducing instruction) before each prompt; with
+    ``refocus_weight > 0`` its refocus branch is the prompt after ``truthful_instruction``."""
     check_method(method)
     method_params, sampling_params = split_parameters(method, params)
     make_method_config(method, **method_params)  # validate before loading anything else
@@ -178,9 +185,13 @@ def generate_outputs(
     limit = context_limit(model)
     function = _hf_function(method)
     extra: dict[str, Any] = dict(method_params)
-    if method in AMATEUR_METHODS:
+    if method in AMATEUR_METHODS or (method == "layer_fusion" and amateur_model is not None):
         extra.update(
             amateur_model=amateur_model, expert_tokenizer=tokenizer, amateur_tokenizer=amateur_tokenizer
+        )
+    if method != "layer_fusion" and (amateur_instruction is not None or truthful_instruction is not None):
+        raise ValueError(
+            "amateur_instruction / truthful_instruction are layer_fusion's; drop them for " + method
         )
     if seed is not None:
         torch.manual_seed(seed)
@@ -197,6 +208,18 @@ def generate_outputs(
                     f"the model's context of {limit} tokens. Shorten the prompt or lower max_new_tokens."
                 )
         call_kwargs = dict(extra)
+        if method == "layer_fusion":
+            call_kwargs.update(
+                _layer_fusion_inputs(
+                    tokenizer,
+                    prompts[start : start + batch_size],
+                    model.device,
+                    induce=amateur_model is None,
+                    refocus=bool(method_params.get("refocus_weight")),
+                    amateur_instruction=amateur_instruction,
+                    truthful_instruction=truthful_instruction,
+                )
+            )
         if method in CONTEXT_FREE_METHODS:
             free = tokenizer(
                 list(context_free_prompts[start : start + batch_size]), return_tensors="pt", padding=True
@@ -309,6 +332,32 @@ def _generate_with_images(
                 GenerationOutput(tokenizer.decode(ids, skip_special_tokens=True), ids, int(length))
             )
     return outputs
+
+
+def _layer_fusion_inputs(
+    tokenizer,
+    prompts: Sequence[str],
+    device,
+    *,
+    induce: bool,
+    refocus: bool,
+    amateur_instruction: str | None,
+    truthful_instruction: str | None,
+) -> dict[str, Any]:
+    """The induced-amateur and refocus prompts of layer fusion, tokenized like the prompts."""
+    from .decoding.layer_fusion import DEFAULT_AMATEUR_INSTRUCTION, DEFAULT_TRUTHFUL_INSTRUCTION
+
+    kwargs: dict[str, Any] = {}
+    branches = []
+    if induce:
+        branches.append(("amateur", amateur_instruction or DEFAULT_AMATEUR_INSTRUCTION))
+    if refocus:
+        branches.append(("refocus", truthful_instruction or DEFAULT_TRUTHFUL_INSTRUCTION))
+    for name, instruction in branches:
+        encoded = tokenizer([instruction + prompt for prompt in prompts], return_tensors="pt", padding=True)
+        kwargs[f"{name}_input_ids"] = encoded["input_ids"].to(device)
+        kwargs[f"{name}_attention_mask"] = encoded["attention_mask"].to(device)
+    return kwargs
 
 
 def resolve_conditions(prompt: str, marked: Any) -> tuple[str, list[str], list[str]]:

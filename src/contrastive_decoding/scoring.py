@@ -182,7 +182,11 @@ def _score_batch(
     positions = continuation_positions(window, lengths)  # [B, W]
     targets = input_ids[:batch, -window:].roll(-1, dims=1)[positions]  # [N] the token each position predicts
 
-    if method == "dola":
+    if method == "layer_fusion":
+        scores = _layer_fusion_scores(
+            cfg, model, heads, input_ids, attention_mask, batch, window, positions, amateur_model, vocab_size
+        )
+    elif method == "dola":
         outputs = _forward(model, input_ids, attention_mask, keep=1, hidden=True)
         heads.head.check(outputs.hidden_states[-1][:, -1], outputs.logits[:, -1].float())
         needed = {*heads.layers, len(outputs.hidden_states) - 1}
@@ -206,6 +210,67 @@ def _score_batch(
             first, second = logits[positions], None
         scores = method_scores(method, cfg, first, second)
     return token_scores(scores, targets, normalize)
+
+
+def _fusion_logits(model, head, norm, layer: int, input_ids, attention_mask, window, positions):
+    """(final [N, V], lower-layer early exit [N, V]) at the scored positions of one model's rows."""
+    outputs = _forward(model, input_ids, attention_mask, keep=window, hidden=True)
+    final = outputs.logits[:, -window:][positions].float()  # [N, V]
+    lower = head(norm(outputs.hidden_states[layer][:, -window:][positions]))  # [N, V]
+    return final, lower
+
+
+def _layer_fusion_scores(
+    cfg, model, heads, input_ids, attention_mask, batch, window, positions, amateur_model, vocab_size
+) -> torch.Tensor:  # [N, V]
+    from .decoding.layer_fusion import layer_fusion_contrast
+
+    (head, norm, layer), (amateur_head, amateur_norm, amateur_layer) = heads
+    expert_rows = slice(0, batch)
+    expert_final, expert_lower = _fusion_logits(
+        model, head, norm, layer, input_ids[expert_rows], attention_mask[expert_rows], window, positions
+    )
+    if amateur_model is None:  # the model itself on the induced prompts (the extra rows)
+        amateur_final, amateur_lower = _fusion_logits(
+            model, head, norm, layer, input_ids[batch:], attention_mask[batch:], window, positions
+        )
+    else:
+        device = amateur_model.device
+        amateur_final, amateur_lower = (
+            logits.to(expert_final.device)
+            for logits in _fusion_logits(
+                amateur_model,
+                amateur_head,
+                amateur_norm,
+                amateur_layer,
+                input_ids[expert_rows].to(device),
+                attention_mask[expert_rows].to(device),
+                window,
+                positions.to(device),
+            )
+        )
+    v = vocab_size or expert_final.shape[-1]
+    return layer_fusion_contrast(
+        expert_final[:, :v], amateur_final[:, :v], expert_lower[:, :v], amateur_lower[:, :v], cfg
+    )
+
+
+def _fusion_heads(model, amateur_model, cfg) -> tuple:
+    from .backends.hf.early_exit import DOLA_ARCHITECTURES, check_dola_architecture
+    from .backends.hf.runner import OutputHead
+    from .decoding.layer_fusion import lower_layers
+
+    check_dola_architecture(model)
+    layers = model.config.get_text_config().num_hidden_layers
+    amateur = amateur_model if amateur_model is not None else model
+    if amateur_model is not None:
+        check_dola_architecture(amateur_model)
+    layer, amateur_layer = lower_layers(cfg, layers, amateur.config.get_text_config().num_hidden_layers)
+
+    def parts(m, index):
+        return OutputHead(m), getattr(m.get_decoder(), DOLA_ARCHITECTURES[m.config.model_type]), index
+
+    return parts(model, layer), parts(amateur, amateur_layer)
 
 
 # --------------------------------------------------------------------------- the public API
@@ -244,6 +309,7 @@ def score(
     amateur_tokenizer=None,
     batch_size: int = 8,
     normalize: bool = True,
+    amateur_instruction: str | None = None,
     **params: Any,
 ) -> list[ContinuationScore]:
     """Score each continuation given its context under ``method``'s contrasted next-token distribution.
@@ -306,6 +372,23 @@ def score(
 
     heads = None
     vocab_size = None
+    if method == "layer_fusion":
+        if cfg.refocus_weight:
+            raise ValueError("score does not take layer_fusion's refocus branch: set refocus_weight=0")
+        heads = _fusion_heads(model, amateur_model, cfg)
+        if (
+            amateur_model is None
+        ):  # the amateur is the model itself after the hallucination-inducing instruction
+            from .decoding.layer_fusion import DEFAULT_AMATEUR_INSTRUCTION
+
+            instruction = (
+                amateur_instruction if amateur_instruction is not None else DEFAULT_AMATEUR_INSTRUCTION
+            )
+            free_texts = [instruction + context for context in contexts]
+        else:
+            from .backends.hf.generate import check_same_vocabulary
+
+            vocab_size = check_same_vocabulary(model, amateur_model, tokenizer, amateur_tokenizer)
     if method == "dola":
         from .backends.hf.early_exit import EarlyExitHeads
 

@@ -17,6 +17,7 @@ from .contrastive_search import ContrastiveSearchConfig
 from .dola import DolaConfig
 from .expert_amateur import ExpertAmateurConfig
 from .image import RitualConfig, RitualVcdConfig, VcdConfig, VddConfig
+from .layer_fusion import LayerFusionConfig
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ METHOD_CONFIGS: dict[str, type] = {
     "ritual_vcd": RitualVcdConfig,
     "vdd": VddConfig,
     "condition_contrast": ConditionContrastConfig,
+    "layer_fusion": LayerFusionConfig,
 }
 
 # Methods whose second sequence is the prompt without its context.

@@ -2,6 +2,7 @@
 
 from .condition import condition_contrast
 from .generate import adacad, cad, contrastive_search, dola, expert_amateur, greedy
+from .layer_fusion import layer_fusion
 from .vision import ritual, ritual_vcd, vcd, vdd
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "dola",
     "expert_amateur",
     "greedy",
+    "layer_fusion",
     "ritual",
     "ritual_vcd",
     "vcd",
