@@ -30,6 +30,8 @@ CASES = [
     ("open-ended-wikitext", "greedy", {"length", "coherence"}),
     ("open-ended-book", "greedy", {"length"}),
     ("cnndm", "cad", {"rougeL", "length"}),
+    ("overshadow-memotrap", "condition_contrast", {"accuracy", "memorized", "instruction_overshadowed"}),
+    ("truthfulqa-mc", "layer_fusion", {"mc1", "mc2", "mc3"}),
 ]
 
 
@@ -46,7 +48,7 @@ def long_context_checkpoint(tmp_path_factory) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize(("task", "method", "metrics"), CASES, ids=[case[0] for case in CASES])
+@pytest.mark.parametrize(("task", "method", "metrics"), CASES, ids=[f"{case[0]}-{case[1]}" for case in CASES])
 def test_bench_run_every_task(long_context_checkpoint, tmp_path, task, method, metrics):
     out = tmp_path / "run"
     result = CliRunner().invoke(

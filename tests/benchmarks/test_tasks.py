@@ -33,6 +33,7 @@ SHIPPED_COUNTS = {
     "open-ended-book": 1947,
     "pope-mini": 108,
     "cnndm": 300,
+    "overshadow-memotrap": 860,
     "chair": 20,
 }
 # pope-* ship their questions but not the MSCOCO val2014 images they ask about

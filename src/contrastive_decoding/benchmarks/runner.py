@@ -385,7 +385,10 @@ def _prepare_metadata(output_dir: Path, metadata: dict[str, Any], has_results: b
 def _output_json(output: ItemOutput, kind: str) -> dict[str, Any]:
     if kind == "choice":
         return {"choice_logprobs": list(output.choice_logprobs)}
-    return {"text": output.text, "token_ids": list(output.token_ids)}
+    row = {"text": output.text, "token_ids": list(output.token_ids)}
+    if output.extras:
+        row["extras"] = output.extras
+    return row
 
 
 def _error_text(error: BaseException) -> str:
@@ -493,6 +496,7 @@ class _ItemRunner:
 
     def _generate(self, items: Sequence[Item], seed_offset: int) -> list[ItemOutput]:
         from ..api import generate_outputs
+        from ..decoding import CONDITION_METHODS
 
         free = None
         if self.needs_context_free:
@@ -515,6 +519,14 @@ class _ItemRunner:
         if images is not None and not all(images):
             missing = [item.id for item in items if not item.image]
             raise ValueError(f"item(s) {', '.join(missing)} have no image while others in the batch do")
+        conditions = None
+        if self.method in CONDITION_METHODS:
+            conditions = [item.meta.get("conditions") for item in items]
+            missing = [item.id for item, marked in zip(items, conditions, strict=True) if not marked]
+            if missing:
+                raise ValueError(
+                    f"item(s) {', '.join(missing)} mark no conditions, which {self.method} needs"
+                )
         outputs = generate_outputs(
             self.model,
             self.tokenizer,
@@ -522,13 +534,17 @@ class _ItemRunner:
             self.method,
             context_free_prompts=free,
             images=images,
+            conditions=conditions,
             amateur_model=self.amateur_model,
             amateur_tokenizer=self.amateur_tokenizer,
             max_new_tokens=self.task.max_new_tokens,
             batch_size=len(items),
             **params,
         )
-        return [ItemOutput(text=output.text, token_ids=tuple(output.token_ids)) for output in outputs]
+        return [
+            ItemOutput(text=output.text, token_ids=tuple(output.token_ids), extras=dict(output.extras))
+            for output in outputs
+        ]
 
     def run_generate_batch(
         self, batch: Sequence[Item], pending: Sequence[Item], batch_index: int, item_indices: dict[str, int]

@@ -25,4 +25,4 @@ def get_task(name: str) -> Task:
 
 __all__ = ["TASKS", "Item", "ItemOutput", "Task", "get_task", "register"]
 
-from . import cnndm, factor, gsm8k, memotrap, nq_swap, open_ended, truthfulqa, vision  # noqa: E402,F401  (registers the tasks)
+from . import cnndm, factor, gsm8k, memotrap, nq_swap, open_ended, overshadow, truthfulqa, vision  # noqa: E402,F401  (registers the tasks)

@@ -41,6 +41,9 @@ class ItemOutput:
     choice_logprobs: tuple[float, ...] = ()
     text: str | None = None
     token_ids: tuple[int, ...] = ()
+    extras: dict[str, Any] = field(
+        default_factory=dict
+    )  # what a method returns besides text (condition effects)
 
 
 class Task(ABC):
