@@ -119,8 +119,9 @@ def methods_command() -> None:
     "--input",
     "input_path",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help='JSONL rows {"prompt": ..., "context_free_prompt": ..., "image": path}; image paths are relative '
-    "to the file's folder (image methods: vcd, ritual, ritual_vcd, vdd on a vision-language model).",
+    help='JSONL rows {"prompt": ..., "context_free_prompt": ..., "image": path, "conditions": [...]}; image '
+    "paths are relative to the file's folder (image methods: vcd, ritual, ritual_vcd, vdd on a vision-language "
+    "model); conditions (condition_contrast) are substrings, [start, end] spans, or template slot values.",
 )
 @click.option(
     "--output", "output_path", type=click.Path(dir_okay=False, path_type=Path), help="JSONL output file."
