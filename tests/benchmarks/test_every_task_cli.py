@@ -61,3 +61,37 @@ def test_bench_run_every_task(long_context_checkpoint, tmp_path, task, method, m
     assert len(rows) == 2 and all("error" not in row for row in rows), rows
     summary = json.loads((out / "summary.json").read_text())
     assert metrics <= set(summary["metrics"]), summary["metrics"]
+
+
+def test_expert_amateur_choice_scores_are_finite(long_context_checkpoint, tmp_path):
+    """On choice tasks expert-amateur scores the summed raw contrast without its plausibility head: with the head,
+    every multi-token FACTOR completion scored -inf (a tie, counted wrong)."""
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        main,
+        [
+            "bench",
+            "run",
+            "factor-expert",
+            "--model",
+            long_context_checkpoint,
+            "--amateur-model",
+            long_context_checkpoint,
+        ]
+        + [
+            "--method",
+            "expert_amateur",
+            "--limit",
+            "2",
+            "--data-dir",
+            str(SHARED),
+            "--output-dir",
+            str(out),
+            "--no-progress",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert all(value > float("-inf") for row in rows for value in row["output"]["choice_logprobs"])
+    params = json.loads((out / "metadata.json").read_text())["params"]
+    assert params == {"plausibility_alpha": 0.0, "normalize": False}

@@ -49,8 +49,15 @@ LOCK_FILE = ".lock"
 SCORE_ONLY_PARAMETERS = ("normalize",)
 # Multiple-choice scoring defaults per method, applied unless the user sets the key: DoLa's TruthfulQA MC and
 # FACTOR scripts sum the raw contrast log p_final - log p_premature with no relative-top filter
-# (relative_top=0, post_softmax=False); generation's relative-top head would give many answers -inf.
-CHOICE_SCORING_DEFAULTS: dict[str, dict[str, Any]] = {"dola": {"relative_top": 0.0, "normalize": False}}
+# (relative_top=0, post_softmax=False); generation's relative-top head would give many answers -inf. The
+# plausibility head of expert-amateur CD and layer fusion is the same kind of generation-time device: with it, a
+# multi-token answer with one token outside the head scores -inf, and on FACTOR / TruthfulQA every choice did
+# (measured: all four FACTOR completions -inf on 10 of 10 items). They score the summed raw contrast too.
+CHOICE_SCORING_DEFAULTS: dict[str, dict[str, Any]] = {
+    "dola": {"relative_top": 0.0, "normalize": False},
+    "expert_amateur": {"plausibility_alpha": 0.0, "normalize": False},
+    "layer_fusion": {"plausibility_alpha": 0.0, "normalize": False},
+}
 # Weight files up to this total size are hashed by content; larger checkpoints by index / names and sizes.
 FULL_HASH_LIMIT_BYTES = 1 << 30
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
