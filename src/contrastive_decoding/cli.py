@@ -191,7 +191,12 @@ def generate_command(
         raise click.UsageError("--input needs --output")
     if "all" in methods:  # the image methods with an image, the text methods without
         with_image = image_path is not None
-        method_list = [m for m in METHOD_CONFIGS if m == "greedy" or (m in IMAGE_METHODS) == with_image]
+        method_list = [
+            m
+            for m in METHOD_CONFIGS
+            if (m == "greedy" or (m in IMAGE_METHODS) == with_image)
+            and (m not in CONDITION_METHODS or bool(condition_texts))
+        ]
     else:
         method_list = list(dict.fromkeys(methods))
     if input_path is not None and len(method_list) != 1:
