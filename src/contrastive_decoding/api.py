@@ -201,12 +201,7 @@ def generate_outputs(
         batch = prompts[start : start + batch_size]
         encoded = tokenizer(batch, return_tensors="pt", padding=True).to(model.device)
         lengths = encoded["attention_mask"].sum(-1).tolist()
-        for offset, length in enumerate(lengths):
-            if limit is not None and length + max_new_tokens > limit:
-                raise ValueError(
-                    f"prompt {start + offset} has {length} tokens; with max_new_tokens={max_new_tokens} it exceeds "
-                    f"the model's context of {limit} tokens. Shorten the prompt or lower max_new_tokens."
-                )
+        check_prompt_lengths(lengths, start, max_new_tokens, limit)
         call_kwargs = dict(extra)
         if method == "layer_fusion":
             call_kwargs.update(
@@ -237,12 +232,7 @@ def generate_outputs(
             **generate_kwargs,
             **call_kwargs,
         )
-        new_tokens = sequences[:, encoded["input_ids"].shape[1] :]
-        for row, length in zip(new_tokens, lengths, strict=True):
-            ids = _strip_after_eos(row.tolist(), model.generation_config.eos_token_id, tokenizer.pad_token_id)
-            outputs.append(
-                GenerationOutput(tokenizer.decode(ids, skip_special_tokens=True), ids, int(length))
-            )
+        outputs.extend(decoded_outputs(model, tokenizer, sequences, encoded["input_ids"].shape[1], lengths))
     return outputs
 
 
@@ -302,12 +292,7 @@ def _generate_with_images(
             if isinstance(value, torch.Tensor)
         }
         lengths = encoded["attention_mask"].sum(-1).tolist()
-        for offset, length in enumerate(lengths):
-            if limit is not None and length + max_new_tokens > limit:
-                raise ValueError(
-                    f"prompt {start + offset} has {length} tokens with its image; with max_new_tokens="
-                    f"{max_new_tokens} it exceeds the model's context of {limit} tokens."
-                )
+        check_prompt_lengths(lengths, start, max_new_tokens, limit, " with its image")
         call_kwargs: dict[str, Any] = dict(method_params)
         if method in ("vcd", "ritual", "ritual_vcd"):
             call_kwargs["perturbation_seed"] = [base_seed + start + i for i in range(len(batch_images))]
@@ -325,12 +310,7 @@ def _generate_with_images(
             **generate_kwargs,
             **call_kwargs,
         )
-        new_tokens = sequences[:, encoded["input_ids"].shape[1] :]
-        for row, length in zip(new_tokens, lengths, strict=True):
-            ids = _strip_after_eos(row.tolist(), model.generation_config.eos_token_id, tokenizer.pad_token_id)
-            outputs.append(
-                GenerationOutput(tokenizer.decode(ids, skip_special_tokens=True), ids, int(length))
-            )
+        outputs.extend(decoded_outputs(model, tokenizer, sequences, encoded["input_ids"].shape[1], lengths))
     return outputs
 
 
@@ -428,11 +408,7 @@ def _generate_with_conditions(
             )
             lengths = encoded["attention_mask"].sum(-1).tolist()
             for row, length in zip(rows, lengths, strict=True):
-                if limit is not None and length + max_new_tokens > limit:
-                    raise ValueError(
-                        f"prompt {row} has {length} tokens; with max_new_tokens={max_new_tokens} it exceeds the "
-                        f"model's context of {limit} tokens."
-                    )
+                check_prompt_lengths([length], row, max_new_tokens, limit)
             free_ids, free_masks = [], []
             for k in range(count):
                 free = tokenizer([resolved[i][1][k] for i in rows], return_tensors="pt", padding=True)
@@ -449,24 +425,17 @@ def _generate_with_conditions(
                 **generate_kwargs,
                 **method_params,
             )
-            new_tokens = result.sequences[:, encoded["input_ids"].shape[1] :]
-            for position, row in enumerate(rows):
-                ids = _strip_after_eos(
-                    new_tokens[position].tolist(),
-                    model.generation_config.eos_token_id,
-                    tokenizer.pad_token_id,
-                )
+            decoded = decoded_outputs(
+                model, tokenizer, result.sequences, encoded["input_ids"].shape[1], lengths
+            )
+            for position, (row, output) in enumerate(zip(rows, decoded, strict=True)):
                 effects = result.condition_effects[position].tolist()
                 labels = resolved[row][2]
-                outputs[row] = GenerationOutput(
-                    tokenizer.decode(ids, skip_special_tokens=True),
-                    ids,
-                    int(lengths[position]),
-                    extras={
-                        "condition_effects": dict(zip(labels, effects, strict=True)),
-                        "overshadowed_condition": labels[min(range(count), key=effects.__getitem__)],
-                    },
-                )
+                output.extras = {
+                    "condition_effects": dict(zip(labels, effects, strict=True)),
+                    "overshadowed_condition": labels[min(range(count), key=effects.__getitem__)],
+                }
+                outputs[row] = output
     return [output for output in outputs if output is not None]
 
 
@@ -491,6 +460,29 @@ def generate(
     ...          repetition_penalty=1.2, max_new_tokens=32)
     """
     return [output.text for output in generate_outputs(model, tokenizer, prompts, method, **kwargs)]
+
+
+def decoded_outputs(
+    model, tokenizer, sequences: torch.Tensor, prompt_width: int, lengths: list[int]
+) -> list[GenerationOutput]:
+    """One :class:`GenerationOutput` per row of ``sequences`` [B, prompt_width + new]: new ids up to EOS, text."""
+    outputs = []
+    for row, length in zip(sequences[:, prompt_width:], lengths, strict=True):
+        ids = _strip_after_eos(row.tolist(), model.generation_config.eos_token_id, tokenizer.pad_token_id)
+        outputs.append(GenerationOutput(tokenizer.decode(ids, skip_special_tokens=True), ids, int(length)))
+    return outputs
+
+
+def check_prompt_lengths(
+    lengths: list[int], first_index: int, max_new_tokens: int, limit: int | None, what: str = ""
+) -> None:
+    """Raise when a prompt plus ``max_new_tokens`` exceeds the model's context ``limit``."""
+    for offset, length in enumerate(lengths):
+        if limit is not None and length + max_new_tokens > limit:
+            raise ValueError(
+                f"prompt {first_index + offset} has {length} tokens{what}; with max_new_tokens={max_new_tokens} it "
+                f"exceeds the model's context of {limit} tokens. Shorten the prompt or lower max_new_tokens."
+            )
 
 
 def _strip_after_eos(
