@@ -160,3 +160,11 @@ def test_image_task_with_a_text_model_is_a_clear_error(tmp_path):
     )
     rows = [json.loads(line) for line in (tmp_path / "o" / "results.jsonl").read_text().splitlines()]
     assert result.exit_code == 0 and all("needs a vision-language model" in row["error"] for row in rows)
+
+
+def test_report_grades_hallucination_rates_lower_and_describes_counts():
+    from contrastive_decoding.benchmarks.report import metric_direction
+
+    assert metric_direction("CHAIR_i") == -1 and metric_direction("memorized") == -1
+    assert metric_direction("accuracy") == 1 and metric_direction("supported_bigrams") == 1
+    assert metric_direction("mentions_per_caption") == 0 and metric_direction("instruction_overshadowed") == 0

@@ -19,9 +19,18 @@ from typing import Any
 from .runner import METADATA_FILE, SUMMARY_FILE
 
 # Metrics where a lower value is better (hallucination and repetition rates); matched on the name's start.
-LOWER_IS_BETTER_PREFIXES = ("rep-", "chair", "invalid", "hallucinat", "error", "perplexity", "loss")
+LOWER_IS_BETTER_PREFIXES = (
+    "rep-",
+    "chair",
+    "invalid",
+    "hallucinat",
+    "error",
+    "perplexity",
+    "loss",
+    "memorized",
+)
 # Metrics with no better direction (lengths, counts, ratios that describe rather than grade): never bold.
-NEUTRAL_PREFIXES = ("mean_length", "length", "num_", "yes_ratio")
+NEUTRAL_PREFIXES = ("mean_length", "length", "num_", "yes_ratio", "mentions", "instruction_overshadowed")
 
 
 def metric_direction(name: str) -> int:
