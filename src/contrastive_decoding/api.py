@@ -18,6 +18,7 @@ from .decoding import (
     method_parameters,
 )
 from .decoding._validation import did_you_mean
+from .models import pad_left
 from .samplers import SamplingConfig
 
 # Parameters of plain generation that every method accepts (contrastive search's own ``top_k`` wins).
@@ -179,9 +180,7 @@ def generate_outputs(
             )
     if method in AMATEUR_METHODS and amateur_model is None:
         raise ValueError(f"{method} needs an amateur model (a smaller model with the same tokenizer)")
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"
+    pad_left(tokenizer)
     limit = context_limit(model)
     function = _hf_function(method)
     extra: dict[str, Any] = dict(method_params)
@@ -268,9 +267,7 @@ def _generate_with_images(
         raise ValueError(f"{method} does not take images; image methods: {', '.join(sorted(IMAGE_METHODS))}")
     pictures = [_load_image(image) for image in images]
     tokenizer = processor.tokenizer
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"
+    pad_left(tokenizer)
     image_token = getattr(processor, "image_token", None)
     texts = [p if not image_token or image_token in p else f"{image_token}\n{p}" for p in prompts]
     limit = context_limit(model)
@@ -389,9 +386,7 @@ def _generate_with_conditions(
     resolved = [
         resolve_conditions(prompt, marked) for prompt, marked in zip(prompts, conditions, strict=True)
     ]
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"
+    pad_left(tokenizer)
     limit = context_limit(model)
     if seed is not None:
         torch.manual_seed(seed)

@@ -213,16 +213,17 @@ def load_model_and_tokenizer(
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         processor = AutoProcessor.from_pretrained(path)
-        _pad_left(processor.tokenizer)
+        pad_left(processor.tokenizer)
         model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch_dtype).to(device)
         return model.eval(), processor
     tokenizer = AutoTokenizer.from_pretrained(path)
-    _pad_left(tokenizer)
+    pad_left(tokenizer)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device)
     return model.eval(), tokenizer
 
 
-def _pad_left(tokenizer: Any) -> None:
+def pad_left(tokenizer: Any) -> None:
+    """Batch set-up of a tokenizer: pad on the left, with the EOS token when it has no pad token."""
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

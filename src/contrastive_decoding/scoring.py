@@ -256,7 +256,7 @@ def _layer_fusion_scores(
 
 
 def _fusion_heads(model, amateur_model, cfg) -> tuple:
-    from .backends.hf.early_exit import DOLA_ARCHITECTURES, check_dola_architecture
+    from .backends.hf.early_exit import check_dola_architecture, final_norm
     from .backends.hf.runner import OutputHead
     from .decoding.layer_fusion import lower_layers
 
@@ -268,7 +268,7 @@ def _fusion_heads(model, amateur_model, cfg) -> tuple:
     layer, amateur_layer = lower_layers(cfg, layers, amateur.config.get_text_config().num_hidden_layers)
 
     def parts(m, index):
-        return OutputHead(m), getattr(m.get_decoder(), DOLA_ARCHITECTURES[m.config.model_type]), index
+        return OutputHead(m), final_norm(m), index
 
     return parts(model, layer), parts(amateur, amateur_layer)
 

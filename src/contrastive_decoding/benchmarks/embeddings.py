@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,6 +63,12 @@ class MiniLMEmbedder:
 def default_embedder() -> MiniLMEmbedder:
     """One shared MiniLM embedder per process."""
     return MiniLMEmbedder()
+
+
+def resolve_embedder(embedder: Any) -> Any:
+    """A task's ``embedder`` setting as a callable: ``"minilm"`` is the shared MiniLM embedder (loaded on first
+    use), anything else is returned as given."""
+    return default_embedder() if isinstance(embedder, str) and embedder == "minilm" else embedder
 
 
 def max_similarity(embedder, text: str, references: Sequence[str]) -> float:

@@ -21,6 +21,11 @@ DOLA_ARCHITECTURES: dict[str, str] = {
 }
 
 
+def final_norm(model: PreTrainedModel) -> torch.nn.Module:
+    """The decoder's final norm, which early exits go through when they are normed (DoLa option, layer fusion)."""
+    return getattr(model.get_decoder(), DOLA_ARCHITECTURES[model.config.model_type])
+
+
 def check_dola_architecture(model: PreTrainedModel) -> None:
     config = model.config
     model_type = getattr(config, "model_type", None)
@@ -52,9 +57,7 @@ class EarlyExitHeads:
             dola_layers, config.num_hidden_layers, bool(config.tie_word_embeddings)
         )
         self.head = OutputHead(model)
-        self.final_norm = (
-            getattr(model.get_decoder(), DOLA_ARCHITECTURES[config.model_type]) if apply_final_norm else None
-        )
+        self.final_norm = final_norm(model) if apply_final_norm else None
 
     def __call__(self, hidden_states: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (final logits [B, V], early-exit logits [L, B, V]), float32."""

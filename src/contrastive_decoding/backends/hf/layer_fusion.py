@@ -19,7 +19,7 @@ import torch
 from transformers import GenerationConfig, LogitsProcessorList, PreTrainedModel, StoppingCriteriaList
 
 from ...decoding import layer_fusion as fusion_math
-from .early_exit import DOLA_ARCHITECTURES, check_dola_architecture
+from .early_exit import check_dola_architecture, final_norm
 from .generate import _expand_rows, _prepare, check_same_vocabulary
 from .loop import run_decode_loop
 from .runner import OutputHead, SequenceRunner, last_logits, left_pad, unpad
@@ -33,7 +33,7 @@ class _FusionModel:
         ids, mask = left_pad(rows, pad_token_id)
         self.runner = SequenceRunner(model, ids, mask, output_hidden_states=True)
         self.head = OutputHead(model)
-        self.norm = getattr(model.get_decoder(), DOLA_ARCHITECTURES[model.config.model_type])
+        self.norm = final_norm(model)
         self.layer = layer
         self.rows = len(rows)
 

@@ -385,17 +385,15 @@ def expand_image_inputs(
 ) -> dict[str, Any]:
     """Repeat each row's image inputs when generate repeated the rows (``num_return_sequences``): generate
     expands ``input_ids`` and the mask, but the image inputs reach the callable as given."""
-    if "pixel_values" not in inputs:
-        return inputs
     batch = input_ids.shape[0]
     if "image_grid_thw" in inputs:
         grid = inputs["image_grid_thw"]
-        if _all_rows_consistent(input_ids, inputs, model):
-            return inputs
-        # the rows were repeated: image i of the original row r is needed by rows r * k .. r * k + k - 1
-        total_tokens = int((input_ids == model.config.image_token_id).sum())
         merge = model.config.vision_config.spatial_merge_size
         given_tokens = int((grid.prod(-1) // (merge * merge)).sum())
+        total_tokens = int((input_ids == model.config.image_token_id).sum())
+        if given_tokens == total_tokens:
+            return inputs
+        # the rows were repeated: image i of the original row r is needed by rows r * k .. r * k + k - 1
         if given_tokens == 0 or total_tokens % given_tokens:
             raise ValueError("image_grid_thw does not match the image tokens of input_ids")
         repeat = total_tokens // given_tokens
@@ -422,12 +420,6 @@ def expand_image_inputs(
     return expanded
 
 
-def _all_rows_consistent(input_ids: torch.Tensor, inputs: dict[str, Any], model: PreTrainedModel) -> bool:
-    merge = model.config.vision_config.spatial_merge_size
-    given_tokens = int((inputs["image_grid_thw"].prod(-1) // (merge * merge)).sum())
-    return given_tokens == int((input_ids == model.config.image_token_id).sum())
-
-
 def _prepare_image_method(
     model: PreTrainedModel,
     method: str,
@@ -436,23 +428,20 @@ def _prepare_image_method(
     stopping_criteria: StoppingCriteriaList | None,
     generation_config: GenerationConfig | None,
     model_kwargs: dict[str, Any],
-    *,
-    needs_pixels: bool = True,
 ) -> tuple[VisionFamily, LoopControls, Branch]:
     family = vision_family(model, method)
     generation_config = generation_config if generation_config is not None else model.generation_config
     if (generation_config.num_beams or 1) > 1:
         raise ValueError(f"{method} does not support beam search (num_beams={generation_config.num_beams})")
     inputs = split_model_kwargs(model_kwargs)
-    if needs_pixels and inputs.get("pixel_values") is None:
+    if inputs.get("pixel_values") is None:
         raise ValueError(
             f"{method} needs an image: pass the processor's outputs (pixel_values{', image_grid_thw' if 'qwen' in model.config.model_type else ''}) "
             "to generate, e.g. model.generate(**processor(images=..., text=..., return_tensors='pt'), ...)"
         )
     if "inputs_embeds" in inputs:
         raise ValueError(f"{method} takes input_ids with image inputs; inputs_embeds is not supported here")
-    if needs_pixels:
-        inputs = expand_image_inputs(inputs, input_ids, model)
+    inputs = expand_image_inputs(inputs, input_ids, model)
     controls = LoopControls.from_generate(
         logits_processor, stopping_criteria, generation_config, generate_streamer()
     )

@@ -87,9 +87,9 @@ class CnnDailyMail(Task):
         if supported is not None:
             scores["supported_bigrams"] = supported
         if self.embedder is not None:
-            from ..embeddings import default_embedder
+            from ..embeddings import resolve_embedder
 
-            embedder = default_embedder() if self.embedder == "minilm" else self.embedder
+            embedder = resolve_embedder(self.embedder)
             support = sentence_support(summary, article, embedder)
             if support is not None:
                 scores["minilm_support"] = support

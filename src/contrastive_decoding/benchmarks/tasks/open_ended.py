@@ -103,13 +103,13 @@ class OpenEndedTask(Task):
         prefixes, predictions, humans = (
             list(column) for column in zip(*self._scored_texts.values(), strict=True)
         )
-        embedder = self.embedder
-        if embedder == "minilm":
-            from ..embeddings import default_embedder
+        from ..embeddings import resolve_embedder
 
-            embedder = default_embedder()
         computed = load_metric("open_ended_quality").compute(
-            predictions=predictions, prefixes=prefixes, human_continuations=humans, embedder=embedder
+            predictions=predictions,
+            prefixes=prefixes,
+            human_continuations=humans,
+            embedder=resolve_embedder(self.embedder),
         )
         return {"mauve": computed["mauve"], "coherence": computed["coherence"]}
 

@@ -267,9 +267,9 @@ class TruthfulQAGen(Task):
         max_correct, max_incorrect = best(correct), best(tuple(incorrect))
         names = list(SCORE_NAMES)
         if self.embedder is not None:
-            from ..embeddings import default_embedder, max_similarity
+            from ..embeddings import max_similarity, resolve_embedder
 
-            embedder = default_embedder() if self.embedder == "minilm" else self.embedder
+            embedder = resolve_embedder(self.embedder)
             max_correct["minilm"] = max_similarity(embedder, answer, correct)
             max_incorrect["minilm"] = max_similarity(embedder, answer, list(incorrect))
             names.append("minilm")
