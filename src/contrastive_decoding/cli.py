@@ -224,6 +224,8 @@ def generate_command(
             from .vllm import LLM
 
             engine = LLM(model_name, amateur_model, dtype=dtype)
+            # stop the engine's processes when the command ends (they hold the memory vLLM-CPU reserved)
+            click.get_current_context().call_on_close(engine.shutdown)
             tokenizer, amateur = engine.tokenizer, engine.amateur_path
         else:
             model, tokenizer = load_model_and_tokenizer(model_name, dtype=dtype, device=device)
@@ -519,6 +521,7 @@ def _load_bench_models(
             from .vllm import LLM
 
             engine = LLM(model_name, amateur_model, dtype=dtype)
+            click.get_current_context().call_on_close(engine.shutdown)  # when the command ends
             return engine, engine.tokenizer, None, None
         model, tokenizer = load_model_and_tokenizer(model_name, dtype=dtype, device=device)
         amateur = amateur_tokenizer = None
@@ -527,12 +530,6 @@ def _load_bench_models(
     except (ValueError, OSError) as error:
         raise click.ClickException(str(error)) from error
     return model, tokenizer, amateur, amateur_tokenizer
-
-
-def _shutdown(model: Any) -> None:
-    """Stop a vLLM engine's processes (``--backend vllm``) now; a transformers model needs nothing."""
-    if hasattr(model, "shutdown") and hasattr(model, "generate_requests"):
-        model.shutdown()
 
 
 def _bench_model_options(function: Any) -> Any:
@@ -671,24 +668,21 @@ def bench_run(
     model, tokenizer, amateur, amateur_tokenizer = _load_bench_models(
         model_name, amateur_model, dtype, device, backend
     )
-    try:
-        summary = _run_one(
-            task,
-            method,
-            params,
-            output_dir,
-            model=model,
-            tokenizer=tokenizer,
-            data_dir=data_dir,
-            limit=limit,
-            seed=seed,
-            amateur_model=amateur,
-            amateur_tokenizer=amateur_tokenizer,
-            batch_size=batch_size,
-            progress=progress,
-        )
-    finally:
-        _shutdown(model)
+    summary = _run_one(
+        task,
+        method,
+        params,
+        output_dir,
+        model=model,
+        tokenizer=tokenizer,
+        data_dir=data_dir,
+        limit=limit,
+        seed=seed,
+        amateur_model=amateur,
+        amateur_tokenizer=amateur_tokenizer,
+        batch_size=batch_size,
+        progress=progress,
+    )
     _echo_summary(summary)
 
 
@@ -807,26 +801,23 @@ def bench_sweep(
     model, tokenizer, amateur, amateur_tokenizer = _load_bench_models(
         model_name, amateur_model, dtype, device, backend
     )
-    try:
-        for method, params, run_dir in runs:
-            summary = _run_one(
-                task,
-                method,
-                params,
-                run_dir,
-                model=model,
-                tokenizer=tokenizer,
-                data_dir=data_dir,
-                limit=limit,
-                seed=seed,
-                amateur_model=amateur,
-                amateur_tokenizer=amateur_tokenizer,
-                batch_size=batch_size,
-                progress=progress,
-            )
-            _echo_summary(summary)
-    finally:
-        _shutdown(model)
+    for method, params, run_dir in runs:
+        summary = _run_one(
+            task,
+            method,
+            params,
+            run_dir,
+            model=model,
+            tokenizer=tokenizer,
+            data_dir=data_dir,
+            limit=limit,
+            seed=seed,
+            amateur_model=amateur,
+            amateur_tokenizer=amateur_tokenizer,
+            batch_size=batch_size,
+            progress=progress,
+        )
+        _echo_summary(summary)
     for path in write_report([run_dir for _, _, run_dir in runs], output_dir):
         click.echo(f"wrote {path}", err=True)
 
