@@ -31,10 +31,52 @@ CPU_DEFAULTS = {"gpu_memory_utilization": 0.5, "enforce_eager": True}
 AMATEUR_KEY = "contrastive_amateur_model"
 
 
+SCHEDULER_CLS = "contrastive_decoding.backends.vllm.scheduler.PairScheduler"
+ASYNC_SCHEDULER_CLS = "contrastive_decoding.backends.vllm.scheduler.AsyncPairScheduler"
+LOGITS_PROCESSORS = (
+    "contrastive_decoding.backends.vllm.processors:ContrastiveLogitsProcessor",
+    "contrastive_decoding.backends.vllm.processors:TypicalLogitsProcessor",
+)
+
+
 def _on_cpu() -> bool:
     import torch
 
     return not torch.cuda.is_available()
+
+
+def engine_settings(
+    model_path: str, amateur_path: str | None = None, dtype: str = "auto", **engine_kwargs: Any
+) -> dict[str, Any]:
+    """vLLM engine arguments (``vllm.LLM`` / ``vllm serve`` names) that enable the contrastive methods.
+
+    The checkpoint's architecture is swapped for our wrapper (``hf_overrides``), our logits processors and the
+    pair-aware scheduler are set, and on CPU: float32, eager mode, ``gpu_memory_utilization=0.5`` and
+    ``VLLM_CPU_NUM_OF_RESERVED_CPU=0`` (set in this process's environment). ``engine_kwargs`` win over these.
+    """
+    from transformers import AutoConfig
+
+    architecture = (AutoConfig.from_pretrained(model_path).architectures or [""])[0]
+    if architecture not in WRAPPERS:
+        raise ValueError(
+            f"architecture {architecture!r} is not supported by the vLLM backend; supported: {', '.join(WRAPPERS)}"
+        )
+    settings: dict[str, Any] = {}
+    on_cpu = _on_cpu()
+    if on_cpu:
+        os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+        settings.update(CPU_DEFAULTS)
+    if os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0") == "0":
+        logger.info("contrastive-decoding: using vLLM's V1 model runner (VLLM_USE_V2_MODEL_RUNNER=0)")
+    hf_overrides: dict[str, Any] = {"architectures": [WRAPPERS[architecture]]}
+    if amateur_path:
+        hf_overrides[AMATEUR_KEY] = os.path.abspath(amateur_path)
+    settings["hf_overrides"] = hf_overrides
+    settings["dtype"] = "float32" if dtype == "auto" and on_cpu else dtype
+    settings["logits_processors"] = list(LOGITS_PROCESSORS)
+    settings["scheduler_cls"] = SCHEDULER_CLS if on_cpu else ASYNC_SCHEDULER_CLS
+    settings.update(engine_kwargs)
+    return settings
 
 
 class LLM:
@@ -43,15 +85,10 @@ class LLM:
     def __init__(
         self, model: str, amateur_model: str | None = None, *, dtype: str = "auto", **engine_kwargs: Any
     ):
-        from transformers import AutoConfig, AutoTokenizer
+        from transformers import AutoTokenizer
 
         self.model_path = resolve_model_path(model)
         self.amateur_path = resolve_model_path(amateur_model) if amateur_model else None
-        architecture = (AutoConfig.from_pretrained(self.model_path).architectures or [""])[0]
-        if architecture not in WRAPPERS:
-            raise ValueError(
-                f"architecture {architecture!r} is not supported by the vLLM backend; supported: {', '.join(WRAPPERS)}"
-            )
         if self.amateur_path:
             from .backends.hf.generate import check_same_tokenizer
 
@@ -59,25 +96,10 @@ class LLM:
                 AutoTokenizer.from_pretrained(self.model_path),
                 AutoTokenizer.from_pretrained(self.amateur_path),
             )
-        if _on_cpu():
-            os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
-            for key, value in CPU_DEFAULTS.items():
-                engine_kwargs.setdefault(key, value)
-        if os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0") == "0":
-            logger.info("contrastive-decoding: using vLLM's V1 model runner (VLLM_USE_V2_MODEL_RUNNER=0)")
-        hf_overrides = {"architectures": [WRAPPERS[architecture]]}
-        if self.amateur_path:
-            hf_overrides[AMATEUR_KEY] = os.path.abspath(self.amateur_path)
         from vllm import LLM as VllmLLM
 
-        from .backends.vllm.processors import ContrastiveLogitsProcessor, TypicalLogitsProcessor
-
         self.engine = VllmLLM(
-            model=self.model_path,
-            dtype="float32" if dtype == "auto" and _on_cpu() else dtype,
-            hf_overrides=hf_overrides,
-            logits_processors=[ContrastiveLogitsProcessor, TypicalLogitsProcessor],
-            **engine_kwargs,
+            model=self.model_path, **engine_settings(self.model_path, self.amateur_path, dtype, **engine_kwargs)
         )
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
 
