@@ -21,7 +21,14 @@ from typing import Any
 
 from .api import SAMPLING_PARAMETERS, GenerationOutput, sampling_kwargs
 from .backends.vllm.plugin import WRAPPERS
-from .backends.vllm.requests import METHOD_KEY, TYPICAL_KEY, parse_extra_args
+from .backends.vllm.requests import (
+    CONTEXT_FREE_IDS_KEY,
+    CONTEXT_FREE_PROMPT_KEY,
+    METHOD_KEY,
+    PAIR_METHODS,
+    TYPICAL_KEY,
+    parse_extra_args,
+)
 from .decoding import method_parameters
 from .models import resolve_model_path
 
@@ -80,7 +87,8 @@ def engine_settings(
 
 
 class LLM:
-    """A vLLM engine with contrastive-decoding methods per request (``greedy``, ``dola``, ``expert_amateur``)."""
+    """A vLLM engine with contrastive-decoding methods per request (``greedy``, ``dola``, ``expert_amateur``,
+    ``cad`` / ``adacad`` with ``context_free_prompt=...``)."""
 
     def __init__(
         self, model: str, amateur_model: str | None = None, *, dtype: str = "auto", **engine_kwargs: Any
@@ -99,7 +107,8 @@ class LLM:
         from vllm import LLM as VllmLLM
 
         self.engine = VllmLLM(
-            model=self.model_path, **engine_settings(self.model_path, self.amateur_path, dtype, **engine_kwargs)
+            model=self.model_path,
+            **engine_settings(self.model_path, self.amateur_path, dtype, **engine_kwargs),
         )
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
 
@@ -118,10 +127,17 @@ class LLM:
         from vllm import SamplingParams
 
         names = method_parameters(method) if method else {}
+        context_free = params.pop(CONTEXT_FREE_PROMPT_KEY, None)
         method_params = {k: v for k, v in params.items() if k in names}
         sampling = {k: v for k, v in params.items() if k in SAMPLING_PARAMETERS}
         unknown = set(params) - set(method_params) - set(sampling)
         extra = {METHOD_KEY: method, **method_params}
+        if method in PAIR_METHODS:
+            if not context_free:
+                raise ValueError(f"{method} needs context_free_prompt (the prompt without its context)")
+            extra[CONTEXT_FREE_IDS_KEY] = self.tokenizer(context_free).input_ids
+        elif context_free is not None:
+            raise ValueError(f"context_free_prompt is only used by {', '.join(sorted(PAIR_METHODS))}")
         if unknown:
             parse_extra_args({**extra, **{k: params[k] for k in unknown}})  # raises with a did-you-mean
         generate_kwargs, seed = sampling_kwargs(sampling)
@@ -135,7 +151,7 @@ class LLM:
         if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
         do_sample = generate_kwargs["do_sample"]
-        return SamplingParams(
+        sampling_params = SamplingParams(
             max_tokens=max_new_tokens,
             temperature=generate_kwargs.get("temperature", 1.0) if do_sample else 0.0,
             top_k=generate_kwargs.get("top_k", 0) if do_sample else 0,
@@ -144,6 +160,11 @@ class LLM:
             seed=seed,
             extra_args=extra,
         )
+        if method in PAIR_METHODS:
+            from .backends.vllm.processors import check_pair_params
+
+            check_pair_params(method, sampling_params)
+        return sampling_params
 
     def generate_requests(
         self, requests: Sequence[dict[str, Any]], *, use_tqdm: bool = False
@@ -155,6 +176,11 @@ class LLM:
             prompts.append(request.pop("prompt"))
             params.append(self.sampling_params(request.pop("method", "greedy"), **request))
         outputs = self.engine.generate(prompts, params, use_tqdm=use_tqdm)
+        failed = [out for out in outputs if out.outputs[0].finish_reason == "error"]
+        if failed:
+            raise RuntimeError(
+                f"{len(failed)} request(s) failed in the engine: {failed[0].outputs[0].stop_reason or 'see the log'}"
+            )
         return [
             GenerationOutput(out.outputs[0].text, list(out.outputs[0].token_ids), len(out.prompt_token_ids))
             for out in outputs

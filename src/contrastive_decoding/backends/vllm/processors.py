@@ -7,6 +7,14 @@ only, so rows that ask for nothing get the plain logits and pay nothing. vLLM th
 DoLa's advised ``repetition_penalty``), temperature and its samplers on those scores, as the Hugging Face
 backend runs the user's processors on them.
 
+Paired methods (CAD / AdaCAD): the pair-aware scheduler (:mod:`.scheduler`) runs the prompt without its context as
+a twin request in the same batch. ``ContrastiveLogitsProcessor`` finds both rows of each pair, computes the
+method's scores from the two rows' logits with ``contrastive_decoding.decoding.context`` (the Hugging Face
+backend's math), picks the token itself (argmax, or a draw with the request's temperature / top-k / top-p / typical
+and seed) and leaves that one token finite in both rows ("one-hot forcing"), so vLLM's sampler, which runs after,
+returns it for both and the twin stays on the main request's tokens. Seeded draws use a generator keyed on
+(seed, position), so a row draws the same token whatever batch it is in.
+
 ``TypicalLogitsProcessor`` adds locally typical sampling (``extra_args={"typical_p": 0.9}``) with the same
 function as the Hugging Face backend; it is argmax-invariant, so vLLM applies it to sampled rows only, after
 temperature and before its top-k / top-p (transformers applies typical after them).
@@ -21,8 +29,10 @@ from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
 from vllm.v1.sample.logits_processor.builtin import process_dict_updates
 
+from ...decoding import context as context_math
+from ...samplers.config import SamplingConfig
 from ...samplers.warpers import apply_typical
-from .requests import MethodRequest, parse_extra_args
+from .requests import PAIR_KEY, PAIR_METHODS, MethodRequest, parse_extra_args
 
 
 @dataclass
@@ -58,13 +68,105 @@ def row_table(vllm_config) -> RowTable:
 
 def _method_entry(params: SamplingParams, _prompt_ids, _output_ids) -> MethodRequest | None:
     request, _ = parse_extra_args(params.extra_args)
-    return None if request.method == "greedy" else request
+    return None if request.method == "greedy" or request.pair_id is not None else request
+
+
+@dataclass
+class PairRow:
+    """One row of a paired request: its method, sampling parameters and live output tokens."""
+
+    request: MethodRequest
+    params: SamplingParams
+    output_ids: list[int]
+    typical_p: float
+
+
+def _pair_entry(params: SamplingParams, _prompt_ids, output_ids: list[int]) -> PairRow | None:
+    if not params.extra_args or PAIR_KEY not in params.extra_args:
+        return None
+    request, typical_p = parse_extra_args(params.extra_args)
+    return PairRow(request, params, output_ids, typical_p)
+
+
+def _sampling_config(row: PairRow) -> SamplingConfig:
+    params = row.params
+    if params.temperature == 0:
+        return SamplingConfig()
+    return SamplingConfig(
+        do_sample=True,
+        temperature=params.temperature,
+        top_k=max(int(params.top_k or 0), 0),
+        top_p=params.top_p,
+        typical_p=row.typical_p,
+        seed=params.seed,
+    )
+
+
+def choose_pair_tokens(
+    main_logits: torch.Tensor,  # [P, V] logits given context + input
+    twin_logits: torch.Tensor,  # [P, V] logits given the input alone
+    rows: list[PairRow],  # the main rows, P of them
+) -> torch.Tensor:  # [P] token ids
+    """The token each pair decodes: the method's scores, then argmax or a draw per the request's sampling."""
+    scores = torch.empty(main_logits.shape, dtype=torch.float32, device=main_logits.device)  # [P, V]
+    groups: dict[tuple, list[int]] = {}
+    for position, row in enumerate(rows):
+        groups.setdefault((row.request.method, row.request.config), []).append(position)
+    for (method, config), positions in groups.items():
+        index = torch.tensor(positions, device=main_logits.device)
+        if method == "adacad":
+            scores[index], _ = context_math.adacad_contrast(main_logits[index], twin_logits[index], config)
+        else:
+            scores[index] = context_math.cad_contrast(
+                main_logits[index], twin_logits[index], config.cad_alpha
+            )
+    tokens = scores.argmax(dim=-1)  # [P]
+    for position, row in enumerate(rows):
+        sampling = _sampling_config(row)
+        if sampling.is_greedy:
+            continue
+        warped = sampling.warp(scores[position : position + 1])  # [1, V]
+        generator = None
+        if sampling.seed is not None:  # keyed on (seed, position): the same draw in any batch
+            generator = torch.Generator(device=scores.device)
+            generator.manual_seed((sampling.seed * 1_000_003 + len(row.output_ids)) % (2**63))
+        probs = warped.softmax(dim=-1)
+        tokens[position] = torch.multinomial(probs, 1, generator=generator)[0, 0]
+    return tokens
+
+
+def force_tokens(logits: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor) -> None:
+    """Leave one finite logit (0) per row: ``tokens[i]`` in row ``rows[i]`` of ``logits`` [R, V]."""
+    logits[rows] = -float("inf")
+    logits[rows, tokens] = 0.0
+
+
+def check_pair_params(method: str, params: SamplingParams) -> None:
+    """Refuse what a paired method cannot honour: the pair's token is chosen before vLLM's penalties run, and a
+    grammar could forbid it."""
+    for name, off in (("repetition_penalty", 1.0), ("presence_penalty", 0.0), ("frequency_penalty", 0.0)):
+        if getattr(params, name) != off:
+            raise ValueError(
+                f"{name} is not supported with {method!r} on the vLLM backend (leave it at {off})"
+            )
+    if params.min_tokens:
+        raise ValueError(f"min_tokens is not supported with {method!r} on the vLLM backend")
+    if params.min_p:
+        raise ValueError(f"min_p is not supported with {method!r} on the vLLM backend")
+    if getattr(params, "structured_outputs", None) is not None:
+        raise ValueError(f"structured outputs are not supported with {method!r}")
+    if params.logit_bias or getattr(params, "allowed_token_ids", None) or params.bad_words:
+        raise ValueError(f"logit_bias / allowed_token_ids / bad_words are not supported with {method!r}")
 
 
 class ContrastiveLogitsProcessor(LogitsProcessor):
     @classmethod
     def validate_params(cls, sampling_params: SamplingParams) -> None:
+        if sampling_params.extra_args and PAIR_KEY in sampling_params.extra_args:
+            raise ValueError(f"{PAIR_KEY!r} is set by the scheduler, not by requests")
         request, _ = parse_extra_args(sampling_params.extra_args)
+        if request.method in PAIR_METHODS:
+            check_pair_params(request.method, sampling_params)
         if request.method != "greedy":
             if sampling_params.prompt_logprobs is not None:
                 raise ValueError(f"prompt_logprobs is not supported with method {request.method!r}")
@@ -73,6 +175,7 @@ class ContrastiveLogitsProcessor(LogitsProcessor):
 
     def __init__(self, vllm_config, device: torch.device, is_pin_memory: bool) -> None:
         self.table = row_table(vllm_config)
+        self.pairs: dict[int, PairRow] = {}
 
     def is_argmax_invariant(self) -> bool:
         return False  # method scores change the argmax; vLLM runs this before penalties, on every row
@@ -81,6 +184,7 @@ class ContrastiveLogitsProcessor(LogitsProcessor):
         if batch_update is not None:
             self.table.batch_size = batch_update.batch_size
         process_dict_updates(self.table.rows, batch_update, _method_entry)
+        process_dict_updates(self.pairs, batch_update, _pair_entry)
         self.table.pending = True
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
@@ -89,7 +193,35 @@ class ContrastiveLogitsProcessor(LogitsProcessor):
                 "contrastive-decoding: requests ask for a method but the model is not a contrastive-decoding "
                 "wrapper (start the engine with contrastive_decoding.vllm.LLM or its hf_overrides)"
             )
-        return logits  # the model wrapper already wrote the method rows
+        if self.pairs:
+            self._apply_pairs(logits)
+        return logits  # the model wrapper already wrote its method rows
+
+    def _apply_pairs(self, logits: torch.Tensor) -> None:
+        """Decide every complete pair's token and force it in both rows. A pair whose twin is missing or out of
+        step is left alone: the scheduler has seen the split too and fails that request rather than keep a
+        token decoded without its contrast."""
+        members: dict[str, dict[str, int]] = {}
+        for row, entry in self.pairs.items():
+            members.setdefault(entry.request.pair_id, {})[entry.request.pair_role] = row
+        main_rows, twin_rows = [], []
+        for pair in members.values():
+            main, twin = pair.get("main"), pair.get("twin")
+            if main is None or twin is None:
+                continue
+            if len(self.pairs[main].output_ids) != len(self.pairs[twin].output_ids):
+                continue
+            main_rows.append(main)
+            twin_rows.append(twin)
+        if not main_rows:
+            return
+        main_index = torch.tensor(main_rows, device=logits.device)
+        twin_index = torch.tensor(twin_rows, device=logits.device)
+        tokens = choose_pair_tokens(
+            logits[main_index], logits[twin_index], [self.pairs[row] for row in main_rows]
+        )  # [P]
+        force_tokens(logits, main_index, tokens)
+        force_tokens(logits, twin_index, tokens)
 
 
 def _typical_entry(params: SamplingParams, _prompt_ids, _output_ids) -> float | None:

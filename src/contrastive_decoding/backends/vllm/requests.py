@@ -14,16 +14,58 @@ from ...decoding._validation import check_range, did_you_mean
 
 METHOD_KEY = "method"
 TYPICAL_KEY = "typical_p"
-# Methods the vLLM backend runs today, and where the work happens.
-VLLM_METHODS = {"greedy": "plain", "dola": "model", "expert_amateur": "model"}
+# The prompt without its context, for the paired methods: text (tokenized in the engine like a completions
+# prompt, special tokens added) or token ids.
+CONTEXT_FREE_PROMPT_KEY = "context_free_prompt"
+CONTEXT_FREE_IDS_KEY = "context_free_prompt_ids"
+# Set by the pair-aware scheduler, never by users: {"id": <main request id>, "role": "main" | "twin"}.
+PAIR_KEY = "_contrastive_pair"
+# Methods the vLLM backend runs today, and where the work happens: the model wrapper (early exits, amateur),
+# or a context-free twin request scheduled with the main one (pair).
+VLLM_METHODS = {
+    "greedy": "plain",
+    "dola": "model",
+    "expert_amateur": "model",
+    "cad": "pair",
+    "adacad": "pair",
+}
+PAIR_METHODS = frozenset(method for method, where in VLLM_METHODS.items() if where == "pair")
 
 
 @dataclass(frozen=True)
 class MethodRequest:
-    """One request's method and its validated config (``config`` is None for plain decoding)."""
+    """One request's method and its validated config (``config`` is None for plain decoding).
+
+    For paired methods, ``pair_id`` / ``pair_role`` say which pair the row belongs to once the scheduler has
+    made the twin (None before that, i.e. at admission in the front end).
+    """
 
     method: str
     config: Any = None
+    pair_id: str | None = None
+    pair_role: str | None = None
+
+
+def context_free_prompt(extra_args: dict[str, Any]) -> str | list[int]:
+    """The context-free prompt of a paired request (text or token ids), validated."""
+    text, ids = extra_args.get(CONTEXT_FREE_PROMPT_KEY), extra_args.get(CONTEXT_FREE_IDS_KEY)
+    method = extra_args.get(METHOD_KEY)
+    if (text is None) == (ids is None):
+        raise ValueError(
+            f"method {method!r} needs the prompt without its context: give exactly one of "
+            f"{CONTEXT_FREE_PROMPT_KEY!r} (text) or {CONTEXT_FREE_IDS_KEY!r} (token ids) in extra_args / vllm_xargs"
+        )
+    if text is not None:
+        if not isinstance(text, str) or not text:
+            raise ValueError(f"{CONTEXT_FREE_PROMPT_KEY!r} must be a non-empty string, got {text!r}")
+        return text
+    if (
+        not isinstance(ids, (list, tuple))
+        or not ids
+        or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids)
+    ):
+        raise ValueError(f"{CONTEXT_FREE_IDS_KEY!r} must be a non-empty list of token ids (ints >= 0)")
+    return list(ids)
 
 
 def parse_extra_args(extra_args: dict[str, Any] | None) -> tuple[MethodRequest, float]:
@@ -40,13 +82,23 @@ def parse_extra_args(extra_args: dict[str, Any] | None) -> tuple[MethodRequest, 
             f"method {method!r} is not supported by the vLLM backend yet; supported: {', '.join(VLLM_METHODS)}. "
             "Use the Hugging Face backend for it."
         )
+    pair = args.pop(PAIR_KEY, None)
+    if method in PAIR_METHODS:
+        if pair is None:  # the scheduler has not made the twin yet: the request must say what it is
+            context_free_prompt({**args, METHOD_KEY: method})
+        args.pop(CONTEXT_FREE_PROMPT_KEY, None)
+        args.pop(CONTEXT_FREE_IDS_KEY, None)
     names = method_parameters(method)
     unknown = [key for key in args if key not in names]
     if unknown:
         valid = [*names, TYPICAL_KEY]
+        if method in PAIR_METHODS:
+            valid += [CONTEXT_FREE_PROMPT_KEY, CONTEXT_FREE_IDS_KEY]
         raise ValueError(
             f"Unknown parameter {unknown[0]!r} for method {method!r}.{did_you_mean(unknown[0], valid)} "
             f"Valid parameters: {', '.join(valid) or 'none'}."
         )
     config = make_method_config(method, **args) if names else None
+    if pair is not None:
+        return MethodRequest(method, config, str(pair["id"]), str(pair["role"])), float(typical_p)
     return MethodRequest(method, config), float(typical_p)
