@@ -34,9 +34,22 @@ PAIR_ENGINE = {**ENGINE, "gpu_memory_utilization": 0.6, "max_num_seqs": 16}
 
 
 def prompts(n: int) -> list[str]:
-    from speed import prompts as context_prompts
-
     return context_prompts(n)[0]
+
+
+def context_prompts(n: int) -> tuple[list[str], list[str]]:
+    """(prompts with a context, the same prompts without it): the CAD workload of speed.py."""
+    from speed import prompts as speed_prompts
+
+    return speed_prompts(n)
+
+
+def paired_pass(engine, method: str, texts: list[str], free: list[str], n: int):
+    """CAD / AdaCAD generating ``n`` tokens per prompt (``ignore_eos``: a pair takes no ``min_tokens``)."""
+    sampling = [engine.sampling_params(method, max_new_tokens=n, context_free_prompt=f) for f in free]
+    for sp in sampling:
+        sp.ignore_eos = True
+    return lambda: engine.engine.generate(texts, sampling, use_tqdm=False)
 
 
 def timed(run, repeats: int) -> tuple[float, object]:
@@ -100,6 +113,15 @@ def wrapper_times(model: str, texts: list[str], n: int, repeats: int) -> dict[st
     for sp in mixed:
         sp.min_tokens = n
     times["mixed"] = timed(lambda: llm.engine.generate(texts, mixed, use_tqdm=False), repeats)[0]
+    # CAD's floor: plain greedy over the same prompts plus their context-free twins, as separate requests
+    with_context, without_context = context_prompts(len(texts))
+    both = with_context + without_context
+    plain = [llm.sampling_params("greedy", max_new_tokens=n) for _ in both]
+    for sp in plain:
+        sp.ignore_eos = True
+    times["greedy_with_twins"] = timed(lambda: llm.engine.generate(both, plain, use_tqdm=False), repeats)[0]
+    for method in ("cad", "adacad"):
+        times[method] = timed(paired_pass(llm, method, with_context, without_context, n), repeats)[0]
     llm.shutdown()
     return times
 
@@ -114,7 +136,24 @@ def hf_times(model_name: str, texts: list[str], n: int) -> dict[str, float]:
 
         return go
 
-    return {"greedy": timed(run("greedy", {}), 1)[0], "dola": timed(run("dola", DOLA), 1)[0]}
+    with_context, without_context = context_prompts(len(texts))
+
+    def run_cad(method: str):
+        def go():
+            with torch.no_grad():
+                generate_outputs(
+                    model, tokenizer, with_context, method, context_free_prompts=without_context, max_new_tokens=n,
+                    batch_size=8,
+                )  # fmt: skip
+
+        return go
+
+    return {
+        "greedy": timed(run("greedy", {}), 1)[0],
+        "dola": timed(run("dola", DOLA), 1)[0],
+        "cad": timed(run_cad("cad"), 1)[0],
+        "adacad": timed(run_cad("adacad"), 1)[0],
+    }
 
 
 def vllm_main(args) -> int:
@@ -136,7 +175,15 @@ def vllm_main(args) -> int:
         f"({floor:.2f}x) | {hf['dola'] / ours['dola']:.1f}x |",
         f"| mixed: {half} greedy + {len(texts) - half} DoLa | {tokens / ours['mixed']:.1f} | "
         f"{ours['mixed'] / (ours['greedy_half'] + ours['dola_half']):.2f}x of the halves alone | - | - |",
+        f"| vLLM greedy over the CAD prompts + their twins ({2 * len(texts)} requests) | "
+        f"{tokens / ours['greedy_with_twins']:.1f} | {ours['greedy_with_twins'] / ours['greedy']:.2f}x greedy | - | - |",
     ]
+    for method in ("cad", "adacad"):
+        rows.append(
+            f"| vLLM {method} (twin scheduled with each request) | {tokens / ours[method]:.1f} | "
+            f"{ours[method] / ours['greedy']:.2f}x greedy | {ours[method] / ours['greedy_with_twins']:.2f}x greedy "
+            f"with twins (target <= 1.1x) | {hf[method] / ours[method]:.1f}x |"
+        )
     print(
         f"# vLLM backend: {args.model}, {len(texts)} prompts x {n} tokens (min = max), float32, CPU, median of "
         f"{args.repeats}\n\n| run | tokens/s | time ratio | vs compute floor | speed vs HF backend (batch 8) |\n"

@@ -44,6 +44,8 @@ def hf_reference(expert, amateur, tokenizer, request: dict) -> list[int]:
     max_new_tokens = request.pop("max_new_tokens", 12)
     if method == "expert_amateur":
         request["amateur_model"] = amateur
+    if "context_free_prompt" in request:
+        request["context_free_prompts"] = [request.pop("context_free_prompt")]
     with torch.no_grad():
         return generate_outputs(
             expert, tokenizer, [prompt], method, max_new_tokens=max_new_tokens, **request
@@ -58,13 +60,24 @@ CASES = [
     {"method": "dola", "dola_layers": [1, 3], "early_exit_norm": True},
     {"method": "expert_amateur"},
     {"method": "expert_amateur", "contrast_beta": 0.5, "amateur_temperature": 0.7},
+    {"method": "cad"},
+    {"method": "cad", "cad_alpha": 0.5},
+    {"method": "adacad"},
+    {"method": "adacad", "adacad_threshold": 0.05},
 ]
+
+
+def with_context_free(request: dict) -> dict:
+    """CAD requests get the prompt's last two words as the prompt without its context."""
+    if request.get("method") in ("cad", "adacad"):
+        return {**request, "context_free_prompt": " ".join(request["prompt"].split()[-2:])}
+    return request
 
 
 @pytest.mark.parametrize("case", CASES, ids=[str(case) for case in CASES])
 def test_each_method_equals_the_hf_backend(tiny, case):
     llm, expert, amateur, tokenizer = tiny
-    requests = [{"prompt": prompt, "max_new_tokens": 12, **case} for prompt in PROMPTS]
+    requests = [with_context_free({"prompt": prompt, "max_new_tokens": 12, **case}) for prompt in PROMPTS]
     got = [output.token_ids for output in llm.generate_requests(requests)]
     assert got == [hf_reference(expert, amateur, tokenizer, request) for request in requests]
 
@@ -72,8 +85,10 @@ def test_each_method_equals_the_hf_backend(tiny, case):
 def test_mixed_methods_in_one_batch_equal_separate_runs(tiny):
     llm, expert, amateur, tokenizer = tiny
     requests = [
-        {"prompt": PROMPTS[i % len(PROMPTS)], "max_new_tokens": 10, **CASES[i % len(CASES)]}
-        for i in range(14)
+        with_context_free(
+            {"prompt": PROMPTS[i % len(PROMPTS)], "max_new_tokens": 10, **CASES[i % len(CASES)]}
+        )
+        for i in range(22)
     ]
     mixed = [output.token_ids for output in llm.generate_requests(requests)]
     alone = [llm.generate_requests([request])[0].token_ids for request in requests]
@@ -110,10 +125,53 @@ def test_bad_request_is_rejected_and_the_engine_keeps_serving(tiny, extra_args, 
     assert len(llm.generate(PROMPTS[:2], "dola", max_new_tokens=4)) == 2
 
 
+def test_seeded_cad_sampling_reproduces_alone_and_in_a_batch(tiny):
+    llm = tiny[0]
+    request = {"prompt": PROMPTS[2], "context_free_prompt": "w105", "method": "cad", "do_sample": True,
+               "temperature": 1.5, "top_k": 50, "max_new_tokens": 16}  # fmt: skip
+    filler = [{"prompt": p, "max_new_tokens": 16} for p in PROMPTS]
+    batch = llm.generate_requests([{**request, "seed": 3}, *filler, {**request, "seed": 4}])
+    alone = llm.generate_requests([{**request, "seed": 3}])
+    assert batch[0].token_ids == alone[0].token_ids
+    assert batch[0].token_ids != batch[-1].token_ids
+
+
+@pytest.mark.parametrize(
+    "extra_args, message",
+    [
+        ({"method": "cad"}, "method 'cad' needs the prompt without its context"),
+        ({"method": "cad", "context_free_prompt": "w1", "context_free_prompt_ids": [5]}, "exactly one of"),
+        ({"method": "adacad", "context_free_prompt_ids": [-1]}, "list of token ids"),
+        (
+            {"method": "cad", "context_free_prompt": "w1", "cad_alpha": -1.0},
+            r"cad_alpha must be in \[0, 100\]",
+        ),
+        ({"method": "dola", "context_free_prompt": "w1"}, "Unknown parameter 'context_free_prompt'"),
+        ({"method": "cad", "_contrastive_pair": {"id": "x", "role": "twin"}}, "set by the scheduler"),
+    ],
+)
+def test_bad_cad_request_is_rejected(tiny, extra_args, message):
+    from vllm import SamplingParams
+    from vllm.exceptions import VLLMValidationError
+
+    llm = tiny[0]
+    with pytest.raises(VLLMValidationError, match=message):
+        llm.engine.generate(PROMPTS[0], SamplingParams(max_tokens=4, temperature=0, extra_args=extra_args))
+    with pytest.raises(VLLMValidationError, match="repetition_penalty is not supported with 'cad'"):
+        llm.engine.generate(
+            PROMPTS[0],
+            SamplingParams(max_tokens=4, temperature=0, repetition_penalty=1.2,
+                           extra_args={"method": "cad", "context_free_prompt": "w1"}),
+        )  # fmt: skip
+    assert len(llm.generate(PROMPTS[:2], "cad", max_new_tokens=4, context_free_prompt="w1")) == 2
+
+
 def test_helper_validates_before_submitting(tiny):
     llm = tiny[0]
-    with pytest.raises(ValueError, match=r"cad_alpha|not supported by the vLLM backend"):
+    with pytest.raises(ValueError, match="cad needs context_free_prompt"):
         llm.generate(PROMPTS[0], "cad")
+    with pytest.raises(ValueError, match="repetition_penalty is not supported with 'cad'"):
+        llm.generate(PROMPTS[0], "cad", context_free_prompt="w1", repetition_penalty=1.3)
     with pytest.raises(ValueError, match="Unknown parameter 'penalty_alfa'"):
         llm.generate(PROMPTS[0], "greedy", penalty_alfa=0.5)
 

@@ -35,6 +35,33 @@ def test_generate_backend_vllm_equals_hf(tmp_path):
     assert [row["text"] for row in outputs["vllm"]] == [row["text"] for row in outputs["hf"]]
 
 
+@pytest.mark.parametrize(
+    "method, settings", [("cad", []), ("adacad", ["--set", "adacad_threshold=0.01"])]
+)
+def test_generate_backend_vllm_cad_rows_equal_hf(tmp_path, method, settings):
+    """CAD / AdaCAD rows with their context-free prompts, through both backends, on SmolLM2-135M."""
+    rows = [
+        {"prompt": "Context: The capital of France is Rome.\nQuestion: What is the capital of France?\nAnswer:",
+         "context_free_prompt": "Question: What is the capital of France?\nAnswer:"},
+        {"prompt": "Context: Water boils at 40 degrees here.\nQ: At what temperature does water boil?\nA:",
+         "context_free_prompt": "Q: At what temperature does water boil?\nA:"},
+    ]  # fmt: skip
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    outputs = {}
+    for backend in ("hf", "vllm"):
+        target = tmp_path / f"{backend}.jsonl"
+        result = CliRunner().invoke(
+            main,
+            ["generate", "--model", "smollm2-135m", "--backend", backend, "--method", method, *settings,
+             "--max-new-tokens", "12", "--input", str(source), "--output", str(target)],
+            catch_exceptions=False,
+        )  # fmt: skip
+        assert result.exit_code == 0, result.output
+        outputs[backend] = [json.loads(line) for line in target.read_text().splitlines()]
+    assert [row["token_ids"] for row in outputs["vllm"]] == [row["token_ids"] for row in outputs["hf"]]
+
+
 SHARED_DATA = __import__("pathlib").Path(__file__).resolve().parents[3] / "shared" / "data"
 
 

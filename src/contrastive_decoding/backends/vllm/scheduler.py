@@ -177,7 +177,22 @@ class PairSchedulingMixin:
     def _cd_free_blocks(self) -> int:
         return self.kv_cache_manager.block_pool.get_num_free_blocks()
 
+    def _cd_never_fits(self, pair: list[Request]) -> str | None:
+        """Why ``pair`` (waiting) can never be scheduled whole in one step, even on an idle engine, or None."""
+        tokens = sum(r.num_tokens - r.num_computed_tokens for r in pair)
+        if tokens > self.max_num_scheduled_tokens:
+            return (
+                f"recomputing the preempted pair needs {tokens} tokens in one step, more than "
+                f"max_num_batched_tokens={self.max_num_scheduled_tokens}"
+            )
+        blocks = sum(self._cd_blocks_for(r.num_tokens + 1) for r in pair)
+        if blocks > self.kv_cache_manager.block_pool.num_gpu_blocks:
+            return f"the pair needs {blocks} KV blocks, more than the cache holds"
+        return None
+
     def _cd_preempt_pairs_under_kv_pressure(self) -> None:
+        """Preempt whole pairs (most recent first) when the running requests' next tokens do not fit the free KV
+        blocks. Pairs whose recompute would not fit one step are kept running (vLLM preempts others first)."""
         deficit = sum(self._cd_new_blocks_running(r) for r in self.running) - self._cd_free_blocks()
         if deficit <= 0:
             return
@@ -189,10 +204,15 @@ class PairSchedulingMixin:
                 continue
             twin = self.twins[request.request_id]
             pair = [r for r in (twin, request) if r.status == RequestStatus.RUNNING]
+            if sum(r.num_tokens for r in pair) + 2 > self.max_num_scheduled_tokens:
+                continue
             deficit -= sum(
                 len(ids) for r in pair for ids in self.kv_cache_manager.get_block_ids(r.request_id)
             )
             self.running = [r for r in self.running if r not in pair]
+            logger.warning(
+                "contrastive-decoding: KV cache full, preempting the pair of request %s", request.request_id
+            )
             for member in reversed(pair):  # prepend main, then twin: the twin leads the waiting queue again
                 self._preempt_request(member, timestamp)
 
@@ -236,6 +256,15 @@ class PairSchedulingMixin:
             pair_tokens = sum(max(0, r.num_tokens - r.num_computed_tokens) for r in pair)
             pair_blocks = sum(self._cd_blocks_for(r.num_tokens + 1) for r in pair)
             partner_waiting = partner is not None and partner in waiting
+            main_id = partner.request_id if request.request_id in self.mains_of_twins else request.request_id
+            problem = (
+                "one of the pair was preempted alone" if partner is not None and not partner_waiting else None
+            )
+            problem = problem or (self._cd_never_fits(pair) if partner_waiting else None)
+            if problem:
+                self.failed_pairs[main_id] = problem
+                hidden.extend(pair)
+                continue
             if partner_waiting and pair_tokens <= budget and seats >= 2 and pair_blocks <= blocks:
                 budget -= pair_tokens
                 seats -= 2
