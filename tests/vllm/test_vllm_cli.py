@@ -35,9 +35,7 @@ def test_generate_backend_vllm_equals_hf(tmp_path):
     assert [row["text"] for row in outputs["vllm"]] == [row["text"] for row in outputs["hf"]]
 
 
-@pytest.mark.parametrize(
-    "method, settings", [("cad", []), ("adacad", ["--set", "adacad_threshold=0.01"])]
-)
+@pytest.mark.parametrize("method, settings", [("cad", []), ("adacad", ["--set", "adacad_threshold=0.01"])])
 def test_generate_backend_vllm_cad_rows_equal_hf(tmp_path, method, settings):
     """CAD / AdaCAD rows with their context-free prompts, through both backends, on SmolLM2-135M."""
     rows = [
