@@ -180,7 +180,7 @@ def generate_command(
     contrastive-decoding generate --model ./llava-1.5-7b-hf --method greedy --method vcd --method ritual \\
         --prompt "Describe the image." --image photo.jpg --chat
     """
-    from .decoding import CONDITION_METHODS, IMAGE_METHODS, METHOD_CONFIGS
+    from .decoding import CONDITION_METHODS, CONTEXT_FREE_METHODS, IMAGE_METHODS, METHOD_CONFIGS
 
     if demo:
         prompt = f"{DEMO_CONTEXT}\n{DEMO_QUESTION}"
@@ -288,11 +288,23 @@ def generate_command(
                     **params_by_method[method],
                 )
             if engine is not None:
-                if free is not None and method in ("cad", "adacad"):
-                    raise ValueError("cad / adacad run on the hf backend only, for now")
-                return engine.generate(
-                    as_chat(prompts), method, max_new_tokens=max_new_tokens, **params_by_method[method]
-                )
+                requests = [
+                    {
+                        "prompt": prompt,
+                        "method": method,
+                        "max_new_tokens": max_new_tokens,
+                        **params_by_method[method],
+                    }
+                    for prompt in as_chat(prompts)
+                ]
+                if method in CONTEXT_FREE_METHODS:
+                    if free is None:
+                        raise ValueError(
+                            "needs a context_free_prompt (the prompt without its context) per prompt"
+                        )
+                    for request, context_free in zip(requests, as_chat(free), strict=True):
+                        request["context_free_prompt"] = context_free
+                return engine.generate_requests(requests)
             return generate_outputs(
                 model,
                 tokenizer,
@@ -872,3 +884,49 @@ def lm_eval_command(lm_eval_args: tuple[str, ...]) -> None:
             f"lm-eval is not installed ({error}): pip install 'contrastive-decoding[bench]'"
         ) from error
     run_cli(lm_eval_args)
+
+
+@main.command(
+    "serve",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+)
+@click.argument("model")
+@click.option("--amateur-model", default=None, help="Amateur for expert_amateur (same tokenizer as MODEL).")
+@click.argument("vllm_args", nargs=-1, type=click.UNPROCESSED)
+def serve_command(model: str, amateur_model: str | None, vllm_args: tuple[str, ...]) -> None:
+    """vLLM's OpenAI-compatible server with every vLLM-backend method per request: `vllm serve` MODEL with our
+    engine settings, then any `vllm serve` option (yours win).
+
+    \b
+    contrastive-decoding serve smollm2-135m --port 8000
+    curl localhost:8000/v1/completions -H 'Content-Type: application/json' -d '{"model": "smollm2-135m",
+      "prompt": "The capital of France is", "max_tokens": 16, "vllm_xargs": {"method": "dola"}}'
+    curl localhost:8000/v1/contrastive/methods      # methods, parameters, ranges
+    """
+    try:
+        import vllm  # noqa: F401
+    except ImportError as error:
+        raise click.ClickException(
+            f"vLLM is not installed ({error}): pip install 'contrastive-decoding[vllm]'"
+        ) from error
+    from .backends.vllm.server import run_vllm_serve, serve_arguments
+    from .models import resolve_model_path
+
+    try:
+        model_path = resolve_model_path(model)
+        amateur_path = resolve_model_path(amateur_model) if amateur_model else None
+        if amateur_path:
+            from transformers import AutoTokenizer
+
+            from .backends.hf.generate import check_same_tokenizer
+
+            check_same_tokenizer(
+                AutoTokenizer.from_pretrained(model_path), AutoTokenizer.from_pretrained(amateur_path)
+            )
+        args = serve_arguments(model, model_path, amateur_path, vllm_args)
+    except ValueError as error:
+        raise click.ClickException(str(error)) from error
+    import shlex
+
+    click.echo(f"vllm {shlex.join(args)}", err=True)
+    run_vllm_serve(args)

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from ._validation import did_you_mean
+from ._validation import RANGE_KEY, did_you_mean
 from .condition import ConditionContrastConfig
 from .context import AdaCadConfig, CadConfig
 from .contrastive_search import ContrastiveSearchConfig
@@ -64,6 +64,16 @@ def method_parameters(method: str) -> dict[str, Any]:
     return {f.name: f.default for f in dataclasses.fields(METHOD_CONFIGS[check_method(method)])}
 
 
+def parameter_specs(method: str) -> dict[str, dict[str, Any]]:
+    """Parameters of ``method``: ``{name: {"default": ..., "range": {...}}}`` (JSON-friendly; the range is the
+    field metadata the config's validation enforces, see ``_validation.number_range``)."""
+    specs = {}
+    for f in dataclasses.fields(METHOD_CONFIGS[check_method(method)]):
+        default = list(f.default) if isinstance(f.default, tuple) else f.default
+        specs[f.name] = {"default": default, "range": dict(f.metadata.get(RANGE_KEY, {}))}
+    return specs
+
+
 def make_method_config(method: str, **params: Any) -> Any:
     """Build the validated config of ``method``; unknown parameters raise with the valid names."""
     names = method_parameters(method)
@@ -91,4 +101,5 @@ __all__ = [
     "check_method",
     "make_method_config",
     "method_parameters",
+    "parameter_specs",
 ]

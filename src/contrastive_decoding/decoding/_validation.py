@@ -54,3 +54,52 @@ def _fmt(x: float) -> str:
     if x == -math.inf:
         return "-inf"
     return f"{x:g}"
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Valid ranges as dataclass field metadata (``field(default=..., metadata=number_range(0, 1))``): the configs'
+# ``__post_init__`` checks enforce them; the metadata describes them (``contrastive-decoding methods``, the
+# server's ``/v1/contrastive/methods``). A unit test checks that the two agree.
+# ------------------------------------------------------------------------------------------------------------
+
+RANGE_KEY = "range"
+
+
+def number_range(
+    low: float = -math.inf,
+    high: float = math.inf,
+    *,
+    low_inclusive: bool = True,
+    high_inclusive: bool = True,
+    integer: bool = False,
+    nullable: bool = False,
+) -> dict[str, dict]:
+    """Field metadata for a number in ``[low, high]`` (``None`` for an open end, JSON-friendly)."""
+    text = _fmt_range(low, high, low_inclusive, high_inclusive)
+    return {
+        RANGE_KEY: {
+            "type": "int" if integer else "float",
+            "min": None if low == -math.inf else low,
+            "max": None if high == math.inf else high,
+            "min_inclusive": low_inclusive and low != -math.inf,
+            "max_inclusive": high_inclusive and high != math.inf,
+            "nullable": nullable,
+            "text": f"{'an integer' if integer else 'a number'} in {text}{' or null' if nullable else ''}",
+        }
+    }
+
+
+def choice_range(choices: Iterable[str], *, items: dict | None = None) -> dict[str, dict]:
+    """Field metadata for one of ``choices``, or with ``items`` (a :func:`number_range`) also a non-empty list
+    of such numbers."""
+    choices = list(choices)
+    text = "one of " + ", ".join(repr(choice) for choice in choices)
+    spec: dict = {"type": "choice", "choices": choices, "text": text}
+    if items is not None:
+        spec["items"] = items[RANGE_KEY]
+        spec["text"] = f"{text}, or a non-empty list of items, each {items[RANGE_KEY]['text']}"
+    return {RANGE_KEY: spec}
+
+
+def bool_range() -> dict[str, dict]:
+    return {RANGE_KEY: {"type": "bool", "text": "true or false"}}

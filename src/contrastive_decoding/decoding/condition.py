@@ -19,20 +19,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from ._math import LOG_PROB_FLOOR, jensen_shannon_from_logprobs
-from ._validation import check_range, did_you_mean
+from ._validation import check_range, choice_range, did_you_mean, number_range
 
 CONDITION_TARGETS = ("weakest", "all")
 
 
 @dataclass(frozen=True)
 class ConditionContrastConfig:
-    condition_alpha: float = 1.0  # weight of the contrast; 0 gives plain decoding
-    condition_target: str = "weakest"  # "weakest": the overshadowed condition; "all": every marked condition
+    # weight of the contrast; 0 gives plain decoding
+    condition_alpha: float = field(default=1.0, metadata=number_range(0.0, 100.0))
+    # "weakest": the overshadowed condition; "all": every marked condition
+    condition_target: str = field(default="weakest", metadata=choice_range(CONDITION_TARGETS))
 
     def __post_init__(self) -> None:
         check_range("condition_alpha", self.condition_alpha, 0.0, 100.0)

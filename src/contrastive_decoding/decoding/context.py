@@ -14,17 +14,18 @@ greedy tokens, same sampling distribution.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from ._math import jensen_shannon_from_logprobs
-from ._validation import check_range
+from ._validation import check_range, number_range
 
 
 @dataclass(frozen=True)
 class CadConfig:
-    cad_alpha: float = 1.0  # 0 gives plain decoding with the context; 0.5 is advised for summarization
+    # 0 gives plain decoding with the context; 0.5 is advised for summarization
+    cad_alpha: float = field(default=1.0, metadata=number_range(0.0, 100.0))
 
     def __post_init__(self) -> None:
         check_range("cad_alpha", self.cad_alpha, 0.0, 100.0)
@@ -32,7 +33,8 @@ class CadConfig:
 
 @dataclass(frozen=True)
 class AdaCadConfig:
-    adacad_threshold: float = 0.0  # divergences below it give alpha_t = 0
+    # divergences below it give alpha_t = 0
+    adacad_threshold: float = field(default=0.0, metadata=number_range(0.0, math.log(2.0)))
 
     def __post_init__(self) -> None:
         check_range("adacad_threshold", self.adacad_threshold, 0.0, math.log(2.0))

@@ -12,17 +12,19 @@ hidden states (after the final norm), padded context positions never count.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-from ._validation import check_int, check_range
+from ._validation import check_int, check_range, number_range
 
 
 @dataclass(frozen=True)
 class ContrastiveSearchConfig:
-    penalty_alpha: float = 0.6  # weight of the degeneration penalty; 0 gives greedy decoding
-    top_k: int = 4  # number of candidates re-ranked per step
+    # weight of the degeneration penalty; 0 gives greedy decoding
+    penalty_alpha: float = field(default=0.6, metadata=number_range(0.0, 1.0))
+    # number of candidates re-ranked per step
+    top_k: int = field(default=4, metadata=number_range(1, 1000, integer=True))
 
     def __post_init__(self) -> None:
         check_range("penalty_alpha", self.penalty_alpha, 0.0, 1.0)

@@ -18,24 +18,30 @@ divergence, the layer is chosen per row, so every row gets what it gets alone.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 
 from ..samplers.warpers import relative_top_mask
 from ._math import jensen_shannon_from_logprobs, probs_from_logprobs
-from ._validation import check_range
+from ._validation import bool_range, check_range, choice_range, number_range
 
 PREMATURE_FILTER_VALUE = -1e-3
 
 
 @dataclass(frozen=True)
 class DolaConfig:
-    dola_layers: str | tuple[int, ...] = "high"  # "low", "high" or explicit layer indices (0 = embeddings)
-    relative_top: float = 0.1  # plausibility head of the final layer
-    layer_choice: Literal["dola", "jsd"] = "dola"  # "dola": the reference divergence; "jsd": textbook JSD
-    early_exit_norm: bool = False  # apply the final norm to early exits (the reference does not)
+    # "low", "high" or explicit layer indices (0 = embeddings)
+    dola_layers: str | tuple[int, ...] = field(
+        default="high", metadata=choice_range(("low", "high"), items=number_range(0, integer=True))
+    )
+    # plausibility head of the final layer
+    relative_top: float = field(default=0.1, metadata=number_range(0.0, 1.0))
+    # "dola": the reference divergence; "jsd": textbook JSD
+    layer_choice: Literal["dola", "jsd"] = field(default="dola", metadata=choice_range(("dola", "jsd")))
+    # apply the final norm to early exits (the reference does not)
+    early_exit_norm: bool = field(default=False, metadata=bool_range())
 
     def __post_init__(self) -> None:
         layers = self.dola_layers

@@ -11,19 +11,22 @@ and sampling distributions are the same as with raw logits.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from ..samplers.warpers import relative_top_mask
-from ._validation import check_range
+from ._validation import check_range, number_range
 
 
 @dataclass(frozen=True)
 class ExpertAmateurConfig:
-    plausibility_alpha: float = 0.1  # keep tokens with p_exp >= alpha * max p_exp
-    amateur_temperature: float = 1.0  # softens (>1) or sharpens (<1) the amateur before the contrast
-    contrast_beta: float | None = None  # None: Li et al. score; float: O'Brien & Lewis (1+beta) e - beta a
+    # keep tokens with p_exp >= alpha * max p_exp
+    plausibility_alpha: float = field(default=0.1, metadata=number_range(0.0, 1.0))
+    # softens (>1) or sharpens (<1) the amateur before the contrast
+    amateur_temperature: float = field(default=1.0, metadata=number_range(0.0, math.inf, low_inclusive=False))
+    # None: Li et al. score; float: O'Brien & Lewis (1+beta) e - beta a
+    contrast_beta: float | None = field(default=None, metadata=number_range(0.0, 100.0, nullable=True))
 
     def __post_init__(self) -> None:
         check_range("plausibility_alpha", self.plausibility_alpha, 0.0, 1.0)

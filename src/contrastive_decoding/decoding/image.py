@@ -39,14 +39,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from PIL import Image, ImageEnhance, ImageFilter
 
 from ..samplers.warpers import RowParam, relative_top_mask
 from ._math import LOG_PROB_FLOOR
-from ._validation import check_int, check_range, did_you_mean
+from ._validation import check_int, check_range, choice_range, did_you_mean, number_range
 
 MAX_ALPHA = 100.0
 NUM_DIFFUSION_STEPS = 1000
@@ -335,12 +335,14 @@ def random_transform(
 
 @dataclass(frozen=True)
 class VcdConfig:
-    vcd_alpha: float = (
-        1.0  # weight of the contrast against the noised image; 0 gives plain decoding on the head
-    )
-    vcd_beta: float = 0.1  # plausibility head: keep tokens with p(y | v, x) >= beta * max p
-    noise_step: int = 500  # diffusion step t of the noised image, 0-based out of 1000
-    noise_schedule: str = "linear"  # "linear" (DDPM) or "vcd_sigmoid" (VCD's public code)
+    # weight of the contrast against the noised image; 0 gives plain decoding on the head
+    vcd_alpha: float = field(default=1.0, metadata=number_range(0.0, MAX_ALPHA))
+    # plausibility head: keep tokens with p(y | v, x) >= beta * max p
+    vcd_beta: float = field(default=0.1, metadata=number_range(0.0, 1.0))
+    # diffusion step t of the noised image, 0-based out of 1000
+    noise_step: int = field(default=500, metadata=number_range(0, NUM_DIFFUSION_STEPS - 1, integer=True))
+    # "linear" (DDPM) or "vcd_sigmoid" (VCD's public code)
+    noise_schedule: str = field(default="linear", metadata=choice_range(NOISE_SCHEDULES))
 
     def __post_init__(self) -> None:
         check_range("vcd_alpha", self.vcd_alpha, 0.0, MAX_ALPHA)
@@ -351,10 +353,10 @@ class VcdConfig:
 
 @dataclass(frozen=True)
 class RitualConfig:
-    ritual_alpha_pos: float = 3.0  # weight of the transformed-image branch
-    ritual_beta: float = (
-        0.1  # plausibility head as in RITUAL's code; 0 keeps every token (the paper's formula)
-    )
+    # weight of the transformed-image branch
+    ritual_alpha_pos: float = field(default=3.0, metadata=number_range(0.0, MAX_ALPHA))
+    # plausibility head as in RITUAL's code; 0 keeps every token (the paper's formula)
+    ritual_beta: float = field(default=0.1, metadata=number_range(0.0, 1.0))
 
     def __post_init__(self) -> None:
         check_range("ritual_alpha_pos", self.ritual_alpha_pos, 0.0, MAX_ALPHA)
@@ -363,11 +365,13 @@ class RitualConfig:
 
 @dataclass(frozen=True)
 class RitualVcdConfig:
-    ritual_alpha_pos: float = 3.0  # weight of the transformed-image branch
-    vcd_alpha: float = 1.0  # weight of the contrast against the noised image
-    vcd_beta: float = 0.1  # plausibility head on p(y | v, x)
-    noise_step: int = 500
-    noise_schedule: str = "linear"
+    # weight of the transformed-image branch
+    ritual_alpha_pos: float = field(default=3.0, metadata=number_range(0.0, MAX_ALPHA))
+    # weight of the contrast against the noised image
+    vcd_alpha: float = field(default=1.0, metadata=number_range(0.0, MAX_ALPHA))
+    vcd_beta: float = field(default=0.1, metadata=number_range(0.0, 1.0))  # plausibility head on p(y | v, x)
+    noise_step: int = field(default=500, metadata=number_range(0, NUM_DIFFUSION_STEPS - 1, integer=True))
+    noise_schedule: str = field(default="linear", metadata=choice_range(NOISE_SCHEDULES))
 
     def __post_init__(self) -> None:
         check_range("ritual_alpha_pos", self.ritual_alpha_pos, 0.0, MAX_ALPHA)
@@ -379,8 +383,10 @@ class RitualVcdConfig:
 
 @dataclass(frozen=True)
 class VddConfig:
-    vdd_alpha: float = 1.0  # weight of the contrast against the prompt without its image
-    vdd_beta: float = 0.1  # plausibility head (the VDD code's cd_beta); 0 keeps every token
+    # weight of the contrast against the prompt without its image
+    vdd_alpha: float = field(default=1.0, metadata=number_range(0.0, MAX_ALPHA))
+    # plausibility head (the VDD code's cd_beta); 0 keeps every token
+    vdd_beta: float = field(default=0.1, metadata=number_range(0.0, 1.0))
 
     def __post_init__(self) -> None:
         check_range("vdd_alpha", self.vdd_alpha, 0.0, MAX_ALPHA)

@@ -22,13 +22,13 @@ of log-probs are our choices, made to match expert-amateur CD and DoLa's early e
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from ..samplers.warpers import relative_top_mask
 from ._math import LOG_PROB_FLOOR
-from ._validation import check_int, check_range
+from ._validation import check_int, check_range, number_range
 
 DEFAULT_AMATEUR_INSTRUCTION = (
     "You are a careless assistant who often makes up facts. Answer with plausible but false information.\n\n"
@@ -40,10 +40,14 @@ DEFAULT_TRUTHFUL_INSTRUCTION = (
 
 @dataclass(frozen=True)
 class LayerFusionConfig:
-    fusion_lambda: float = 1.0  # weight of the lower-layer contrast
-    fusion_layer: int | None = None  # expert's lower layer (1 .. N - 1); None: N // 2
-    plausibility_alpha: float = 0.1  # head: p_E(y | x) >= alpha * max p_E
-    refocus_weight: float = 0.0  # weight of the truthfulness-refocus branch; 0 leaves it out
+    # weight of the lower-layer contrast
+    fusion_lambda: float = field(default=1.0, metadata=number_range(0.0, 100.0))
+    # expert's lower layer (1 .. N - 1); None: N // 2
+    fusion_layer: int | None = field(default=None, metadata=number_range(1, integer=True, nullable=True))
+    # head: p_E(y | x) >= alpha * max p_E
+    plausibility_alpha: float = field(default=0.1, metadata=number_range(0.0, 1.0))
+    # weight of the truthfulness-refocus branch; 0 leaves it out
+    refocus_weight: float = field(default=0.0, metadata=number_range(0.0, 100.0))
 
     def __post_init__(self) -> None:
         check_range("fusion_lambda", self.fusion_lambda, 0.0, 100.0)
