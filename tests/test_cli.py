@@ -12,21 +12,13 @@ from contrastive_decoding.api import generate_outputs
 from contrastive_decoding.cli import main, parse_set_option
 from contrastive_decoding.models import load_model_and_tokenizer
 
-from .tiny_models import tiny_model, tiny_tokenizer
+from .tiny_models import save_tiny_pair
 
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("checkpoints")
-    paths = {}
-    for name, model in {
-        "expert": tiny_model("llama", num_layers=6),
-        "amateur": tiny_model("llama", num_layers=2, seed=1),
-    }.items():
-        model.save_pretrained(root / name)
-        tiny_tokenizer().save_pretrained(root / name)
-        paths[name] = str(root / name)
-    return paths
+    return save_tiny_pair(root)
 
 
 def invoke(*args: str):

@@ -114,3 +114,17 @@ def tiny_tokenizer():
 def words(ids) -> str:
     """Token ids -> text for :func:`tiny_tokenizer`."""
     return " ".join(f"w{int(i)}" for i in ids)
+
+
+def save_tiny_pair(root, tokenizer=None) -> dict[str, str]:
+    """Save the tiny expert (6 layers) and amateur (2 layers, same tokenizer) under ``root``; their paths."""
+    tokenizer = tokenizer or tiny_tokenizer()
+    paths = {}
+    for name, model in {
+        "expert": tiny_model("llama", num_layers=6),
+        "amateur": tiny_model("llama", num_layers=2, seed=1),
+    }.items():
+        model.save_pretrained(root / name)
+        tokenizer.save_pretrained(root / name)
+        paths[name] = str(root / name)
+    return paths

@@ -25,7 +25,7 @@ from contrastive_decoding.benchmarks.tasks import Item, ItemOutput, Task, get_ta
 from contrastive_decoding.cli import main
 from contrastive_decoding.models import load_model_and_tokenizer
 
-from ..tiny_models import tiny_model, tiny_tokenizer
+from ..tiny_models import save_tiny_pair
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Seconds the test tasks sleep in `score` per item: makes a subprocess run slow enough to kill mid-way.
@@ -140,15 +140,7 @@ def write_data(root: Path, num_generate: int = 6, long_prompt_at: int | None = N
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("bench-checkpoints")
-    paths = {}
-    for name, model in {
-        "expert": tiny_model("llama", num_layers=6),
-        "amateur": tiny_model("llama", num_layers=2, seed=1),
-    }.items():
-        model.save_pretrained(root / name)
-        tiny_tokenizer().save_pretrained(root / name)
-        paths[name] = str(root / name)
-    return paths
+    return save_tiny_pair(root)
 
 
 @pytest.fixture

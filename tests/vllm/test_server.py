@@ -26,7 +26,7 @@ pytest.importorskip("vllm")
 openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
 
-from ..tiny_models import tiny_model, tiny_tokenizer  # noqa: E402
+from ..tiny_models import save_tiny_pair, tiny_tokenizer  # noqa: E402
 
 pytestmark = pytest.mark.vllm
 
@@ -64,15 +64,7 @@ def models(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("served")
     tokenizer = tiny_tokenizer()
     tokenizer.chat_template = CHAT_TEMPLATE
-    paths = {}
-    for name, model in {
-        "expert": tiny_model("llama", num_layers=6),
-        "amateur": tiny_model("llama", num_layers=2, seed=1),
-    }.items():
-        model.save_pretrained(root / name)
-        tokenizer.save_pretrained(root / name)
-        paths[name] = root / name
-    return paths
+    return {name: Path(path) for name, path in save_tiny_pair(root, tokenizer).items()}
 
 
 def chat_ids(messages: list[dict]) -> list[int]:

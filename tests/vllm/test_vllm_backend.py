@@ -16,7 +16,7 @@ from contrastive_decoding.api import generate_outputs  # noqa: E402
 from contrastive_decoding.models import load_model_and_tokenizer  # noqa: E402
 from contrastive_decoding.vllm import LLM  # noqa: E402
 
-from ..tiny_models import tiny_model, tiny_tokenizer  # noqa: E402
+from ..tiny_models import save_tiny_pair  # noqa: E402
 
 pytestmark = pytest.mark.vllm
 ENGINE = {"max_model_len": 256, "gpu_memory_utilization": 0.1, "max_num_seqs": 16}
@@ -25,16 +25,10 @@ PROMPTS = ["w5 w17 w300 w42", "w9 w8", "w100 w101 w102 w103 w104 w105", "w7 w7 w
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    for name, model in {
-        "expert": tiny_model("llama", num_layers=6),
-        "amateur": tiny_model("llama", num_layers=2, seed=1),
-    }.items():
-        model.save_pretrained(root / name)
-        tiny_tokenizer().save_pretrained(root / name)
-    expert, tokenizer = load_model_and_tokenizer(str(root / "expert"))
-    amateur, _ = load_model_and_tokenizer(str(root / "amateur"))
-    with LLM(str(root / "expert"), amateur_model=str(root / "amateur"), **ENGINE) as llm:
+    paths = save_tiny_pair(tmp_path_factory.mktemp("tiny"))
+    expert, tokenizer = load_model_and_tokenizer(paths["expert"])
+    amateur, _ = load_model_and_tokenizer(paths["amateur"])
+    with LLM(paths["expert"], amateur_model=paths["amateur"], **ENGINE) as llm:
         yield llm, expert, amateur, tokenizer
 
 

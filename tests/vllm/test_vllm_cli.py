@@ -14,8 +14,8 @@ from contrastive_decoding.cli import main  # noqa: E402
 pytestmark = [pytest.mark.vllm, pytest.mark.integration]
 
 
-def test_generate_backend_vllm_equals_hf(tmp_path):
-    rows = [{"prompt": "The capital of France is", "id": 1}, {"prompt": "Water boils at", "id": 2}]
+def generate_on_both_backends(tmp_path, rows: list[dict], options: list[str]) -> dict[str, list[dict]]:
+    """`generate --input rows.jsonl` on SmolLM2-135M through `--backend hf` and `--backend vllm`: output rows."""
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps(row) + "\n" for row in rows))
     outputs = {}
@@ -23,13 +23,20 @@ def test_generate_backend_vllm_equals_hf(tmp_path):
         target = tmp_path / f"{backend}.jsonl"
         result = CliRunner().invoke(
             main,
-            ["generate", "--model", "smollm2-135m", "--backend", backend, "--method", "dola", "--set",
-             "dola_layers=high", "--set", "repetition_penalty=1.2", "--max-new-tokens", "16", "--input", str(source),
+            ["generate", "--model", "smollm2-135m", "--backend", backend, *options, "--input", str(source),
              "--output", str(target)],
             catch_exceptions=False,
         )  # fmt: skip
         assert result.exit_code == 0, result.output
         outputs[backend] = [json.loads(line) for line in target.read_text().splitlines()]
+    return outputs
+
+
+def test_generate_backend_vllm_equals_hf(tmp_path):
+    rows = [{"prompt": "The capital of France is", "id": 1}, {"prompt": "Water boils at", "id": 2}]
+    options = ["--method", "dola", "--set", "dola_layers=high", "--set", "repetition_penalty=1.2",
+               "--max-new-tokens", "16"]  # fmt: skip
+    outputs = generate_on_both_backends(tmp_path, rows, options)
     assert [row["id"] for row in outputs["vllm"]] == [1, 2]
     assert [row["token_ids"] for row in outputs["vllm"]] == [row["token_ids"] for row in outputs["hf"]]
     assert [row["text"] for row in outputs["vllm"]] == [row["text"] for row in outputs["hf"]]
@@ -44,19 +51,9 @@ def test_generate_backend_vllm_cad_rows_equal_hf(tmp_path, method, settings):
         {"prompt": "Context: Water boils at 40 degrees here.\nQ: At what temperature does water boil?\nA:",
          "context_free_prompt": "Q: At what temperature does water boil?\nA:"},
     ]  # fmt: skip
-    source = tmp_path / "in.jsonl"
-    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    outputs = {}
-    for backend in ("hf", "vllm"):
-        target = tmp_path / f"{backend}.jsonl"
-        result = CliRunner().invoke(
-            main,
-            ["generate", "--model", "smollm2-135m", "--backend", backend, "--method", method, *settings,
-             "--max-new-tokens", "12", "--input", str(source), "--output", str(target)],
-            catch_exceptions=False,
-        )  # fmt: skip
-        assert result.exit_code == 0, result.output
-        outputs[backend] = [json.loads(line) for line in target.read_text().splitlines()]
+    outputs = generate_on_both_backends(
+        tmp_path, rows, ["--method", method, *settings, "--max-new-tokens", "12"]
+    )
     assert [row["token_ids"] for row in outputs["vllm"]] == [row["token_ids"] for row in outputs["hf"]]
 
 

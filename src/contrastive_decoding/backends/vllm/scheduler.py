@@ -193,6 +193,8 @@ class PairSchedulingMixin:
     def _cd_preempt_pairs_under_kv_pressure(self) -> None:
         """Preempt whole pairs (most recent first) when the running requests' next tokens do not fit the free KV
         blocks. Pairs whose recompute would not fit one step are kept running (vLLM preempts others first)."""
+        if not self.twins:  # engines without pairs pay nothing
+            return
         deficit = sum(self._cd_new_blocks_running(r) for r in self.running) - self._cd_free_blocks()
         if deficit <= 0:
             return
