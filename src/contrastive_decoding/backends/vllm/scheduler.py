@@ -52,8 +52,7 @@ class PairSchedulingMixin:
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.twins: dict[str, Request] = {}  # main request id -> its twin
-        self.mains_of_twins: dict[str, str] = {}  # twin request id -> main request id
+        self.twins: dict[str, Request] = {}  # main request id -> its twin (id: main id + TWIN_SUFFIX)
         self.failed_pairs: dict[str, str] = {}  # main request id -> why it is failed at the next output
         self._tokenizer = None
 
@@ -88,7 +87,6 @@ class PairSchedulingMixin:
             block_hasher=request._block_hasher,
         )
         self.twins[main_id] = twin
-        self.mains_of_twins[twin.request_id] = main_id
         super().add_request(twin)  # twin first, then main: consecutive in the waiting queue
         super().add_request(request)
 
@@ -137,7 +135,6 @@ class PairSchedulingMixin:
             main = self.requests.get(main_id)
             if twin.is_finished() and (main is None or main.is_finished()):
                 del self.twins[main_id]
-                self.mains_of_twins.pop(twin.request_id, None)
 
     # ------------------------------------------------------------------ one step
 
@@ -154,12 +151,17 @@ class PairSchedulingMixin:
         return output
 
     def _cd_pair_members(self) -> set[str]:
-        return set(self.twins) | set(self.mains_of_twins)
+        return set(self.twins) | {twin.request_id for twin in self.twins.values()}
+
+    def _cd_main_of(self, twin_id: str) -> str | None:
+        """The main request id of a live twin, or None when ``twin_id`` is not one."""
+        main_id = twin_id.removesuffix(TWIN_SUFFIX)
+        return main_id if main_id != twin_id and main_id in self.twins else None
 
     def _cd_partner(self, request_id: str) -> Request | None:
         if request_id in self.twins:
             return self.twins[request_id]
-        main_id = self.mains_of_twins.get(request_id)
+        main_id = self._cd_main_of(request_id)
         return self.requests.get(main_id) if main_id is not None else None
 
     def _cd_kv_groups(self) -> int:
@@ -258,7 +260,7 @@ class PairSchedulingMixin:
             pair_tokens = sum(max(0, r.num_tokens - r.num_computed_tokens) for r in pair)
             pair_blocks = sum(self._cd_blocks_for(r.num_tokens + 1) for r in pair)
             partner_waiting = partner is not None and partner in waiting
-            main_id = partner.request_id if request.request_id in self.mains_of_twins else request.request_id
+            main_id = self._cd_main_of(request.request_id) or request.request_id
             problem = (
                 "one of the pair was preempted alone" if partner is not None and not partner_waiting else None
             )
@@ -329,12 +331,11 @@ class PairSchedulingMixin:
                 )
             )
         self._cd_finish_twins_of_finished_mains()
-        if self.mains_of_twins or failed:
-            twin_ids = set(self.mains_of_twins)
+        if self.twins or failed:  # twins' outputs never leave the engine
             for eco in outputs.values():
                 eco.outputs = [o for o in eco.outputs if not o.request_id.endswith(TWIN_SUFFIX)]
                 if eco.finished_requests:
-                    eco.finished_requests = {i for i in eco.finished_requests if i not in twin_ids}
+                    eco.finished_requests = {i for i in eco.finished_requests if not i.endswith(TWIN_SUFFIX)}
         self._cd_forget_finished_pairs()
         return outputs
 
