@@ -119,7 +119,7 @@ def test_generate_prompt_prints_a_table_of_methods(checkpoints):
     assert result.exit_code == 0, result.output
     table_methods = [line.split("|")[0].strip() for line in result.stdout.splitlines() if "|" in line]
     assert table_methods[0] == "method"
-    assert {"greedy", "contrastive_search", "expert_amateur", "dola", "cad", "adacad"} <= set(table_methods)
+    assert {"plain", "contrastive_search", "expert_amateur", "dola", "cad", "adacad"} <= set(table_methods)
     assert "skipped" not in result.output
 
 

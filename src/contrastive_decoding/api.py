@@ -8,29 +8,21 @@ from typing import Any
 
 import torch
 
-from .decoding import (
-    AMATEUR_METHODS,
-    CONDITION_METHODS,
-    CONTEXT_FREE_METHODS,
-    IMAGE_METHODS,
-    check_method,
-    make_method_config,
-    method_parameters,
-)
-from .decoding._validation import did_you_mean
+from .decoding import registry
+from .decoding.spec import AMATEUR, CONDITIONS, CONTEXT_FREE_PROMPT, IMAGE
+from .method_call import SAMPLING_PARAMETERS, MethodCall, method_call, split_parameters
 from .models import pad_left
-from .samplers import SamplingConfig
+from .samplers.config import SamplingConfig
 
-# Parameters of plain generation that every method accepts (contrastive search's own ``top_k`` wins).
-SAMPLING_PARAMETERS = (
-    "do_sample",
-    "temperature",
-    "top_k",
-    "top_p",
-    "typical_p",
-    "seed",
-    "repetition_penalty",
-)
+__all__ = [
+    "SAMPLING_PARAMETERS",
+    "GenerationOutput",
+    "MethodCall",
+    "generate",
+    "generate_outputs",
+    "method_call",
+    "split_parameters",
+]
 
 
 @dataclass
@@ -41,40 +33,11 @@ class GenerationOutput:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
-def split_parameters(method: str, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Split ``params`` into (method parameters, sampling parameters); unknown names raise with a hint."""
-    method_names = method_parameters(method)
-    method_params, sampling_params = {}, {}
-    for key, value in params.items():
-        if key in method_names:
-            method_params[key] = value
-        elif key in SAMPLING_PARAMETERS:
-            sampling_params[key] = value
-        else:
-            valid = [*method_names, *SAMPLING_PARAMETERS]
-            raise ValueError(
-                f"Unknown parameter {key!r} for method {method!r}.{did_you_mean(key, valid)} "
-                f"Valid parameters: {', '.join(valid)}."
-            )
-    return method_params, sampling_params
-
-
-def _hf_function(method: str):
-    from . import hf
-
-    return {
-        "contrastive_search": hf.contrastive_search,
-        "dola": hf.dola,
-        "expert_amateur": hf.expert_amateur,
-        "cad": hf.cad,
-        "adacad": hf.adacad,
-        "vcd": hf.vcd,
-        "ritual": hf.ritual,
-        "ritual_vcd": hf.ritual_vcd,
-        "vdd": hf.vdd,
-        "condition_contrast": hf.condition_contrast,
-        "layer_fusion": hf.layer_fusion,
-    }.get(method)
+def _hf_function(call: MethodCall):
+    """The ``custom_generate`` callable of the method; None for plain decoding (transformers' own generate)."""
+    if call.name == registry.PLAIN:
+        return None
+    return registry.load(call.spec.hf_function)
 
 
 def sampling_kwargs(sampling_params: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
@@ -108,7 +71,7 @@ def generate_outputs(
     model,
     tokenizer,
     prompts: Sequence[str],
-    method: str = "greedy",
+    method: str | MethodCall = "plain",
     *,
     context_free_prompts: Sequence[str] | None = None,
     amateur_model=None,
@@ -134,38 +97,39 @@ def generate_outputs(
 
     ``layer_fusion`` contrasts with ``amateur_model`` when given, else with the model itself given
     ``amateur_instruction`` (default: a hallucination-inducing instruction) before each prompt; with
-    ``refocus_weight > 0`` its refocus branch is the prompt after ``truthful_instruction``."""
-    check_method(method)
-    method_params, sampling_params = split_parameters(method, params)
-    make_method_config(method, **method_params)  # validate before loading anything else
-    generate_kwargs, seed = sampling_kwargs(sampling_params)
-    if method == "contrastive_search" and generate_kwargs["do_sample"]:
-        raise ValueError("contrastive_search is deterministic; do_sample=True is not supported with it")
+    ``refocus_weight > 0`` its refocus branch is the prompt after ``truthful_instruction``.
+
+    ``method`` is a method name (with its parameters in ``params``) or a :class:`MethodCall` built once by the
+    caller with :func:`method_call`."""
+    call = method_call(method, **params)  # validate before loading anything else
+    spec = call.spec
+    method = call.name
+    method_params = call.params
+    generate_kwargs, seed = sampling_kwargs(call.sampling)
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-    if method in IMAGE_METHODS or images is not None:
+    if spec.takes(IMAGE) or images is not None:
         return _generate_with_images(
             model,
             tokenizer,
             prompts,
-            method,
+            call,
             images,
-            method_params,
             generate_kwargs,
             seed,
             max_new_tokens=max_new_tokens,
             batch_size=batch_size,
         )
-    if method in CONDITION_METHODS:
+    if spec.takes(CONDITIONS):
         return _generate_with_conditions(
             model,
             tokenizer,
             prompts,
+            call,
             conditions,
-            method_params,
             generate_kwargs,
             seed,
             max_new_tokens=max_new_tokens,
@@ -173,18 +137,18 @@ def generate_outputs(
         )
     if conditions is not None:
         raise ValueError(f"conditions are marked for condition_contrast; {method} does not take them")
-    if method in CONTEXT_FREE_METHODS:
+    if spec.takes(CONTEXT_FREE_PROMPT):
         if context_free_prompts is None or len(context_free_prompts) != len(prompts):
             raise ValueError(
                 f"{method} needs one context_free_prompt (the prompt without its context) per prompt"
             )
-    if method in AMATEUR_METHODS and amateur_model is None:
+    if AMATEUR in spec.needs and amateur_model is None:
         raise ValueError(f"{method} needs an amateur model (a smaller model with the same tokenizer)")
     pad_left(tokenizer)
     limit = context_limit(model)
-    function = _hf_function(method)
+    function = _hf_function(call)
     extra: dict[str, Any] = dict(method_params)
-    if method in AMATEUR_METHODS or (method == "layer_fusion" and amateur_model is not None):
+    if amateur_model is not None and spec.takes(AMATEUR):  # other methods ignore it (side-by-side tables)
         extra.update(
             amateur_model=amateur_model, expert_tokenizer=tokenizer, amateur_tokenizer=amateur_tokenizer
         )
@@ -214,7 +178,7 @@ def generate_outputs(
                     truthful_instruction=truthful_instruction,
                 )
             )
-        if method in CONTEXT_FREE_METHODS:
+        if spec.takes(CONTEXT_FREE_PROMPT):
             free = tokenizer(
                 list(context_free_prompts[start : start + batch_size]), return_tensors="pt", padding=True
             )
@@ -239,9 +203,8 @@ def _generate_with_images(
     model,
     processor,
     prompts: list[str],
-    method: str,
+    call: MethodCall,
     images: Sequence[Any] | None,
-    method_params: dict[str, Any],
     generate_kwargs: dict[str, Any],
     seed: int | None,
     *,
@@ -249,6 +212,8 @@ def _generate_with_images(
     batch_size: int,
 ) -> list[GenerationOutput]:
     from .backends.hf.vision import processor_image_token_ids, vision_family
+
+    method, method_params = call.name, call.params
 
     family = vision_family(model, method)
     if getattr(processor, "image_processor", None) is None:
@@ -259,12 +224,9 @@ def _generate_with_images(
     if images is None or len(images) != len(prompts):
         got = "none" if images is None else len(images)
         raise ValueError(f"{method} needs one image per prompt ({len(prompts)} prompts, {got} images)")
-    if (
-        method in CONTEXT_FREE_METHODS
-        or method in AMATEUR_METHODS
-        or method not in IMAGE_METHODS | {"greedy"}
-    ):
-        raise ValueError(f"{method} does not take images; image methods: {', '.join(sorted(IMAGE_METHODS))}")
+    if not (call.spec.takes(IMAGE) or method == registry.PLAIN):
+        image_methods = ", ".join(sorted(registry.taking(IMAGE)))
+        raise ValueError(f"{method} does not take images; image methods: {image_methods}")
     pictures = [_load_image(image) for image in images]
     tokenizer = processor.tokenizer
     pad_left(tokenizer)
@@ -297,7 +259,7 @@ def _generate_with_images(
             call_kwargs.update(images=batch_images, image_processor=processor)
         if method == "vdd":
             call_kwargs["image_token_ids"] = processor_image_token_ids(processor)
-        function = _hf_function(method)
+        function = _hf_function(call)
         if function is not None:
             call_kwargs["custom_generate"] = function
         sequences = model.generate(
@@ -370,8 +332,8 @@ def _generate_with_conditions(
     model,
     tokenizer,
     prompts: list[str],
+    call: MethodCall,
     conditions: Sequence[Any] | None,
-    method_params: dict[str, Any],
     generate_kwargs: dict[str, Any],
     seed: int | None,
     *,
@@ -413,12 +375,12 @@ def _generate_with_conditions(
                 **encoded,
                 max_new_tokens=max_new_tokens,
                 pad_token_id=tokenizer.pad_token_id,
-                custom_generate=_hf_function("condition_contrast"),
+                custom_generate=_hf_function(call),
                 condition_free_input_ids=free_ids,
                 condition_free_attention_mask=free_masks,
                 return_dict_in_generate=True,
                 **generate_kwargs,
-                **method_params,
+                **call.params,
             )
             decoded = decoded_outputs(
                 model, tokenizer, result.sequences, encoded["input_ids"].shape[1], lengths
@@ -447,7 +409,7 @@ def _load_image(image: Any) -> Any:
 
 
 def generate(
-    model, tokenizer, prompts: Sequence[str] | str, method: str = "greedy", **kwargs: Any
+    model, tokenizer, prompts: Sequence[str] | str, method: str | MethodCall = "plain", **kwargs: Any
 ) -> list[str]:
     """Generate text for each prompt with a decoding method; see :func:`generate_outputs` for the arguments.
 

@@ -194,7 +194,7 @@ def generate_command(
         method_list = [
             m
             for m in METHOD_CONFIGS
-            if (m == "greedy" or (m in IMAGE_METHODS) == with_image)
+            if (m == "plain" or (m in IMAGE_METHODS) == with_image)
             and (m not in CONDITION_METHODS or bool(condition_texts))
         ]
     else:

@@ -11,13 +11,15 @@ context + continuation runs once, and the per-position logits (hidden states for
 positions that predict a continuation token. The method math is ``contrastive_decoding.decoding``'s, applied
 to every such position as if it were a row of a generation batch:
 
-- ``greedy``: the model's log-probabilities;
+- ``plain`` (alias ``greedy``): the model's log-probabilities;
 - ``dola``: ``dola.contrast(final, early, cfg)`` with the premature layer chosen per position, early exits from
   the Hugging Face backend's :class:`~contrastive_decoding.backends.hf.early_exit.EarlyExitHeads`;
 - ``expert_amateur``: ``expert_amateur.contrast(expert, amateur, cfg)``, one forward of each model;
 - ``cad`` / ``adacad``: the CAD / AdaCAD score against ``context_free_contexts[i]`` + the same continuation
   (AdaCAD's alpha per position);
-- ``contrastive_search`` defines no distribution over tokens and is refused.
+- ``layer_fusion``: the fused final + lower-layer expert-amateur contrast;
+- methods whose ``MethodSpec.scoring`` says they do not score (contrastive search, the image methods,
+  condition contrast) are refused with the spec's reason.
 
 Scores outside a method's plausibility head are -inf (DoLa's relative-top head, expert-amateur's
 ``plausibility_alpha`` head), so a continuation token outside it scores -inf. DoLa's own multiple-choice scripts
@@ -34,17 +36,12 @@ from typing import Any
 
 import torch
 
-from .decoding import (
-    AMATEUR_METHODS,
-    CONTEXT_FREE_METHODS,
-    IMAGE_METHODS,
-    check_method,
-    make_method_config,
-    method_parameters,
-)
 from .decoding import context as context_math
 from .decoding import dola as dola_math
 from .decoding import expert_amateur as ea_math
+from .decoding import make_method_config, method_parameters, registry
+from .decoding.spec import AMATEUR, CONTEXT_FREE_PROMPT
+from .method_call import SAMPLING_PARAMETERS, MethodCall
 
 # DoLa projects (1 + L) early-exit rows per position through the LM head; positions are processed in chunks
 # so that one chunk's logits stay below this many elements (2**26 float32 = 256 MiB).
@@ -90,7 +87,7 @@ def method_scores(
     second_logits: torch.Tensor | None = None,  # [N, V] amateur or context-free logits
 ) -> torch.Tensor:  # [N, V] float32, what generation ranks the next token by
     """The method's next-token scores for N positions, each treated as one row of a generation batch."""
-    if method == "greedy":
+    if method == registry.PLAIN:
         return logits.float()
     if second_logits is None:
         raise ValueError(f"{method} needs second logits (amateur or context-free)")
@@ -204,7 +201,7 @@ def _score_batch(
             ).logits
             first = logits[positions][:, :vocab_size]  # [N, V]
             second = amateur_logits[positions.to(amateur_device)][:, :vocab_size].to(first.device)
-        elif method in CONTEXT_FREE_METHODS:
+        elif method in registry.taking(CONTEXT_FREE_PROMPT):
             first, second = logits[:batch][positions], logits[batch:][positions]  # [N, V] each
         else:
             first, second = logits[positions], None
@@ -276,9 +273,14 @@ def _fusion_heads(model, amateur_model, cfg) -> tuple:
 # --------------------------------------------------------------------------- the public API
 
 
-def _method_config(method: str, params: dict[str, Any]) -> Any:
-    from .api import SAMPLING_PARAMETERS
-
+def _method_config(method: str | MethodCall, params: dict[str, Any]) -> Any:
+    if isinstance(method, MethodCall):
+        if params or method.sampling:
+            extra = ", ".join([*params, *method.sampling])
+            raise ValueError(
+                f"score takes the method's parameters only once and no sampling ones; got {extra}"
+            )
+        return method.config
     names = method_parameters(method)
     for key in params:
         if key in SAMPLING_PARAMETERS and key not in names:
@@ -302,7 +304,7 @@ def score(
     tokenizer,
     contexts: Sequence[str] | str,
     continuations: Sequence[str] | str,
-    method: str = "greedy",
+    method: str | MethodCall = "plain",
     *,
     context_free_contexts: Sequence[str] | str | None = None,
     amateur_model=None,
@@ -327,20 +329,11 @@ def score(
     >>> score(model, tokenizer, ["Q: What is the capital of France?\\nA:"] * 2, [" Paris", " Lyon"],
     ...       method="dola", dola_layers="high", relative_top=0.0)
     """
-    check_method(method)
-    if method == "contrastive_search":
-        raise ValueError(
-            "contrastive_search cannot score continuations: it re-ranks the top_k candidates by hidden-state "
-            "similarity to the context and defines no distribution over next tokens. Score with 'greedy' "
-            "(the model's own log-likelihood) or a contrastive method (dola, expert_amateur, cad, adacad)."
-        )
-    if method in IMAGE_METHODS:
-        raise ValueError(
-            f"{method} contrasts images and scores text only through generate; score() takes text-only "
-            "methods: greedy, dola, expert_amateur, cad, adacad. For yes/no image questions (POPE) generate "
-            f"with method={method!r} instead."
-        )
+    spec = method.spec if isinstance(method, MethodCall) else registry.get_spec(method)
+    if not spec.scoring.scores:
+        raise ValueError(f"{spec.name} cannot score continuations: {spec.scoring.reason}")
     cfg = _method_config(method, params)
+    method = spec.name
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     if not isinstance(normalize, bool):
@@ -353,7 +346,7 @@ def score(
             f"{len(continuations)} continuations"
         )
     free_texts: list[str] | None = None
-    if method in CONTEXT_FREE_METHODS:
+    if spec.takes(CONTEXT_FREE_PROMPT):
         if context_free_contexts is None:
             raise ValueError(
                 f"{method} needs context_free_contexts: one per context, the context's prompt without the "
@@ -365,7 +358,7 @@ def score(
                 f"{method} needs one context_free_context per context, got {len(free_texts)} for "
                 f"{len(contexts)} contexts"
             )
-    if method in AMATEUR_METHODS and amateur_model is None:
+    if AMATEUR in spec.needs and amateur_model is None:
         raise ValueError(f"{method} needs an amateur model (a smaller model with the same tokenizer)")
     if model.config.is_encoder_decoder:
         raise ValueError(f"score supports decoder-only models; {type(model).__name__} is an encoder-decoder")
@@ -393,7 +386,7 @@ def score(
         from .backends.hf.early_exit import EarlyExitHeads
 
         heads = EarlyExitHeads(model, cfg.dola_layers, apply_final_norm=cfg.early_exit_norm)
-    if method in AMATEUR_METHODS:
+    if AMATEUR in spec.needs:
         from .backends.hf.generate import check_same_vocabulary
 
         vocab_size = check_same_vocabulary(model, amateur_model, tokenizer, amateur_tokenizer)

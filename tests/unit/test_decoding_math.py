@@ -125,7 +125,7 @@ def test_check_method_known_and_did_you_mean():
 
 
 def test_check_method_far_name_lists_known_methods_without_suggestion():
-    with pytest.raises(ValueError, match="Known methods: greedy, contrastive_search") as info:
+    with pytest.raises(ValueError, match=r"Known methods: plain \(or greedy\), contrastive_search") as info:
         check_method("xyzzy")
     assert "Did you mean" not in str(info.value)
 

@@ -1,15 +1,18 @@
-"""Decoding methods: one file per method, each a frozen validated config plus pure tensor functions.
+"""Decoding methods: one file per method, each a frozen validated config, pure tensor functions and its
+``SPECS`` (:class:`~.spec.MethodSpec`), collected by :mod:`.registry`.
 
-``METHOD_CONFIGS`` maps a method name to its config class; :func:`make_method_config` builds one from keyword
-parameters with did-you-mean errors for unknown methods and parameters.
+Everything here is derived from the registry: ``METHOD_CONFIGS`` maps each method name to its config class, the
+``*_METHODS`` sets name the methods that take an extra input, and :func:`make_method_config` builds a config from
+keyword parameters with did-you-mean errors for unknown methods and parameters. Method names resolve aliases
+(``"greedy"`` is ``"plain"``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from typing import Any
 
+from . import registry
 from ._validation import RANGE_KEY, did_you_mean
 from .condition import ConditionContrastConfig
 from .context import AdaCadConfig, CadConfig
@@ -18,57 +21,50 @@ from .dola import DolaConfig
 from .expert_amateur import ExpertAmateurConfig
 from .image import RitualConfig, RitualVcdConfig, VcdConfig, VddConfig
 from .layer_fusion import LayerFusionConfig
+from .plain import PlainConfig
+from .spec import AMATEUR, CONDITIONS, CONTEXT_FREE_PROMPT, IMAGE, MethodSpec
+
+GreedyConfig = PlainConfig  # the config of the "greedy" alias of plain decoding
 
 
-@dataclass(frozen=True)
-class GreedyConfig:
-    """Plain decoding (greedy or sampled, as the sampling parameters say): the baseline."""
+class _MethodConfigs(dict):
+    """``{name: config class}`` over the canonical names; an alias (``"greedy"``) looks up its method."""
+
+    def __missing__(self, key: str) -> type:
+        try:
+            spec = registry.get_spec(key)
+        except ValueError as error:  # unknown: the registry's message, with a did-you-mean
+            raise KeyError(str(error)) from None
+        return self[spec.name]
 
 
-METHOD_CONFIGS: dict[str, type] = {
-    "greedy": GreedyConfig,
-    "contrastive_search": ContrastiveSearchConfig,
-    "expert_amateur": ExpertAmateurConfig,
-    "dola": DolaConfig,
-    "cad": CadConfig,
-    "adacad": AdaCadConfig,
-    "vcd": VcdConfig,
-    "ritual": RitualConfig,
-    "ritual_vcd": RitualVcdConfig,
-    "vdd": VddConfig,
-    "condition_contrast": ConditionContrastConfig,
-    "layer_fusion": LayerFusionConfig,
-}
+METHOD_CONFIGS: dict[str, type] = _MethodConfigs((spec.name, spec.config) for spec in registry.specs())
 
 # Methods whose second sequence is the prompt without its context.
-CONTEXT_FREE_METHODS = frozenset({"cad", "adacad"})
+CONTEXT_FREE_METHODS = registry.taking(CONTEXT_FREE_PROMPT)
 # Methods whose extra sequences are the prompt without each marked condition.
-CONDITION_METHODS = frozenset({"condition_contrast"})
-# Methods that need a second (amateur) model.
-AMATEUR_METHODS = frozenset({"expert_amateur"})
+CONDITION_METHODS = registry.taking(CONDITIONS)
+# Methods that need a second (amateur) model (layer fusion only accepts one).
+AMATEUR_METHODS = registry.needing(AMATEUR)
 # Methods that contrast an image with a perturbed image (or none): vision-language models only.
-IMAGE_METHODS = frozenset({"vcd", "ritual", "ritual_vcd", "vdd"})
+IMAGE_METHODS = registry.taking(IMAGE)
 
 
 def check_method(method: str) -> str:
-    if method not in METHOD_CONFIGS:
-        raise ValueError(
-            f"Unknown method {method!r}.{did_you_mean(method, METHOD_CONFIGS)} "
-            f"Known methods: {', '.join(METHOD_CONFIGS)}."
-        )
-    return method
+    """The canonical name of ``method``; unknown names raise with a did-you-mean."""
+    return registry.resolve(method)
 
 
 def method_parameters(method: str) -> dict[str, Any]:
     """Parameter names of ``method`` with their defaults."""
-    return {f.name: f.default for f in dataclasses.fields(METHOD_CONFIGS[check_method(method)])}
+    return {f.name: f.default for f in dataclasses.fields(registry.get_spec(method).config)}
 
 
 def parameter_specs(method: str) -> dict[str, dict[str, Any]]:
     """Parameters of ``method``: ``{name: {"default": ..., "range": {...}}}`` (JSON-friendly; the range is the
     field metadata the config's validation enforces, see ``_validation.number_range``)."""
     specs = {}
-    for f in dataclasses.fields(METHOD_CONFIGS[check_method(method)]):
+    for f in dataclasses.fields(registry.get_spec(method).config):
         default = list(f.default) if isinstance(f.default, tuple) else f.default
         specs[f.name] = {"default": default, "range": dict(f.metadata.get(RANGE_KEY, {}))}
     return specs
@@ -76,6 +72,7 @@ def parameter_specs(method: str) -> dict[str, dict[str, Any]]:
 
 def make_method_config(method: str, **params: Any) -> Any:
     """Build the validated config of ``method``; unknown parameters raise with the valid names."""
+    spec = registry.get_spec(method)
     names = method_parameters(method)
     for key in params:
         if key not in names:
@@ -83,7 +80,7 @@ def make_method_config(method: str, **params: Any) -> Any:
             raise ValueError(
                 f"Unknown parameter {key!r} for method {method!r}.{did_you_mean(key, names)} Valid parameters: {valid}."
             )
-    return METHOD_CONFIGS[method](**params)
+    return spec.config(**params)
 
 
 __all__ = [
@@ -94,12 +91,21 @@ __all__ = [
     "METHOD_CONFIGS",
     "AdaCadConfig",
     "CadConfig",
+    "ConditionContrastConfig",
     "ContrastiveSearchConfig",
     "DolaConfig",
     "ExpertAmateurConfig",
     "GreedyConfig",
+    "LayerFusionConfig",
+    "MethodSpec",
+    "PlainConfig",
+    "RitualConfig",
+    "RitualVcdConfig",
+    "VcdConfig",
+    "VddConfig",
     "check_method",
     "make_method_config",
     "method_parameters",
     "parameter_specs",
+    "registry",
 ]

@@ -25,6 +25,7 @@ import torch
 
 from ._math import LOG_PROB_FLOOR, jensen_shannon_from_logprobs
 from ._validation import check_range, choice_range, did_you_mean, number_range
+from .spec import CONDITIONS, VLLM_NO, MethodSpec, ScoringSupport, VllmSupport
 
 CONDITION_TARGETS = ("weakest", "all")
 
@@ -129,3 +130,27 @@ def fill_template(template: str, conditions: Mapping[str, str]) -> tuple[str, di
     full = template.format_map(dict(conditions))
     dropped = {name: _tidy(template.format_map({**conditions, name: ""})) for name in dict.fromkeys(names)}
     return full, dropped
+
+
+SPECS = (
+    MethodSpec(
+        name="condition_contrast",
+        config=ConditionContrastConfig,
+        contrasts="the prompt vs. the prompt without its overshadowed condition (knowledge overshadowing)",
+        paper="Zhang et al., 2024 (self-contrastive decoding)",
+        hf_function="contrastive_decoding.backends.hf.condition:condition_contrast",
+        vllm=VllmSupport(
+            VLLM_NO,
+            "needs (1 + K)-request groups (the prompt and one per dropped condition) scheduled as one; the pair "
+            "scheduler does pairs only",
+        ),
+        scoring=ScoringSupport(
+            False,
+            "it picks the overshadowed condition from its effect over the answer being "
+            "generated, so it defines no fixed distribution to score a given continuation under; generate with "
+            "it instead, or score with cad (the prompt without one condition as context_free_contexts)",
+        ),
+        needs=frozenset({CONDITIONS}),
+        order=70,
+    ),
+)

@@ -20,6 +20,7 @@ import torch
 
 from ._math import jensen_shannon_from_logprobs
 from ._validation import check_range, number_range
+from .spec import CONTEXT_FREE_PROMPT, VLLM_PAIR, MethodSpec, ScoringSupport, VllmSupport
 
 
 @dataclass(frozen=True)
@@ -80,3 +81,47 @@ def _as_column(value: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor 
     if isinstance(value, torch.Tensor):
         return value.to(device=like.device, dtype=torch.float32).reshape(-1, 1)
     return value
+
+
+def cad_pair_scores(
+    context_logits: torch.Tensor,  # [B, V]
+    context_free_logits: torch.Tensor,  # [B, V]
+    cfg: CadConfig,
+) -> torch.Tensor:  # [B, V]
+    """CAD's scores of paired rows (the vLLM backend's pair processor calls this)."""
+    return cad_contrast(context_logits, context_free_logits, cfg.cad_alpha)
+
+
+def adacad_pair_scores(
+    context_logits: torch.Tensor,  # [B, V]
+    context_free_logits: torch.Tensor,  # [B, V]
+    cfg: AdaCadConfig,
+) -> torch.Tensor:  # [B, V]
+    """AdaCAD's scores of paired rows (the vLLM backend's pair processor calls this)."""
+    return adacad_contrast(context_logits, context_free_logits, cfg)[0]
+
+
+SPECS = (
+    MethodSpec(
+        name="cad",
+        config=CadConfig,
+        contrasts="the prompt with its context vs. without it",
+        paper="Shi et al., 2024",
+        hf_function="contrastive_decoding.backends.hf.generate:cad",
+        vllm=VllmSupport(VLLM_PAIR, pair_scores="contrastive_decoding.decoding.context:cad_pair_scores"),
+        scoring=ScoringSupport(True),
+        needs=frozenset({CONTEXT_FREE_PROMPT}),
+        order=40,
+    ),
+    MethodSpec(
+        name="adacad",
+        config=AdaCadConfig,
+        contrasts="as CAD, weight = Jensen-Shannon divergence per step",
+        paper="Wang et al., 2025",
+        hf_function="contrastive_decoding.backends.hf.generate:adacad",
+        vllm=VllmSupport(VLLM_PAIR, pair_scores="contrastive_decoding.decoding.context:adacad_pair_scores"),
+        scoring=ScoringSupport(True),
+        needs=frozenset({CONTEXT_FREE_PROMPT}),
+        order=50,
+    ),
+)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ._validation import check_int, check_range, number_range
+from .spec import VLLM_NO, MethodSpec, ScoringSupport, VllmSupport
 
 
 @dataclass(frozen=True)
@@ -63,3 +64,28 @@ def select_candidate(
 ) -> torch.Tensor:  # [B] index into the K candidates
     penalty = degeneration_penalty(context_hidden, context_mask, candidate_hidden)
     return contrastive_scores(top_k_probs.to(penalty.dtype), penalty, penalty_alpha).argmax(dim=-1)
+
+
+SPECS = (
+    MethodSpec(
+        name="contrastive_search",
+        config=ContrastiveSearchConfig,
+        contrasts="model confidence vs. similarity to the context so far",
+        paper="Su & Collier, 2022",
+        hf_function="contrastive_decoding.backends.hf.generate:contrastive_search",
+        vllm=VllmSupport(
+            VLLM_NO,
+            "re-scores the top_k candidates with each candidate's own next hidden state: a forward over k "
+            "tokens per row per step whose KV entries are discarded but one, which vLLM's V1 engine cannot "
+            "rewind without a fork of its spec-decode path",
+        ),
+        scoring=ScoringSupport(
+            False,
+            "it re-ranks the top_k candidates by hidden-state similarity to the context and defines no "
+            "distribution over next tokens. Score with 'plain' (the model's own log-likelihood) or a "
+            "contrastive method (dola, expert_amateur, cad, adacad, layer_fusion).",
+        ),
+        samples=False,
+        order=10,
+    ),
+)

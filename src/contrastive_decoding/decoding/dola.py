@@ -26,6 +26,7 @@ import torch
 from ..samplers.warpers import relative_top_mask
 from ._math import jensen_shannon_from_logprobs, probs_from_logprobs
 from ._validation import bool_range, check_range, choice_range, number_range
+from .spec import VLLM_MODEL, MethodSpec, ScoringSupport, VllmSupport
 
 PREMATURE_FILTER_VALUE = -1e-3
 
@@ -171,3 +172,18 @@ def contrast(
         final_logprobs, premature_logprobs, cfg.relative_top
     )
     return final_logprobs - premature_logprobs, chosen
+
+
+SPECS = (
+    MethodSpec(
+        name="dola",
+        config=DolaConfig,
+        contrasts="the final layer vs. an early layer chosen per row",
+        paper="Chuang et al., 2024",
+        hf_function="contrastive_decoding.backends.hf.generate:dola",
+        vllm=VllmSupport(VLLM_MODEL),
+        # DoLa's TruthfulQA MC / FACTOR scripts sum the raw contrast with no relative-top filter
+        scoring=ScoringSupport(True, choice_defaults=(("relative_top", 0.0), ("normalize", False))),
+        order=30,
+    ),
+)

@@ -17,6 +17,7 @@ import torch
 
 from ..samplers.warpers import relative_top_mask
 from ._validation import check_range, number_range
+from .spec import AMATEUR, VLLM_MODEL, MethodSpec, ScoringSupport, VllmSupport
 
 
 @dataclass(frozen=True)
@@ -48,3 +49,20 @@ def contrast(
         scores = (1.0 + cfg.contrast_beta) * expert_logprobs - cfg.contrast_beta * amateur_logprobs
     head = relative_top_mask(expert_logprobs, cfg.plausibility_alpha, normalized=True)  # [B, V]
     return scores.masked_fill(~head, -math.inf)
+
+
+SPECS = (
+    MethodSpec(
+        name="expert_amateur",
+        config=ExpertAmateurConfig,
+        contrasts="a large model vs. a small one with the same tokenizer",
+        paper="Li et al., 2023; O'Brien & Lewis, 2023",
+        hf_function="contrastive_decoding.backends.hf.generate:expert_amateur",
+        vllm=VllmSupport(VLLM_MODEL),
+        # the plausibility head is a generation-time device: with it a multi-token answer with one token outside
+        # the head scores -inf (on FACTOR every choice did); choice tasks score the summed raw contrast
+        scoring=ScoringSupport(True, choice_defaults=(("plausibility_alpha", 0.0), ("normalize", False))),
+        needs=frozenset({AMATEUR}),
+        order=20,
+    ),
+)

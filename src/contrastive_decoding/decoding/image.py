@@ -47,6 +47,7 @@ from PIL import Image, ImageEnhance, ImageFilter
 from ..samplers.warpers import RowParam, relative_top_mask
 from ._math import LOG_PROB_FLOOR
 from ._validation import check_int, check_range, choice_range, did_you_mean, number_range
+from .spec import IMAGE, VLLM_NO, MethodSpec, ScoringSupport, VllmSupport
 
 MAX_ALPHA = 100.0
 NUM_DIFFUSION_STEPS = 1000
@@ -579,3 +580,59 @@ def strip_image_tokens(
     ids[rows[keep], column[keep]] = input_ids[keep]
     mask[rows[keep], column[keep]] = 1
     return ids, mask
+
+
+_IMAGE_NOT_ON_VLLM = (
+    "needs a twin request with its own multimodal inputs (the perturbed image, or none) scheduled with the main "
+    "one; the pair scheduler makes text-only twins"
+)
+_IMAGE_NOT_SCORED = (
+    "it contrasts images, and scores text only through generate (score() takes text-only methods); for yes/no "
+    "image questions (POPE) generate with the image method instead"
+)
+
+
+def _image_spec(name: str, config: type, contrasts: str, paper: str, order: int) -> MethodSpec:
+    return MethodSpec(
+        name=name,
+        config=config,
+        contrasts=contrasts,
+        paper=paper,
+        hf_function=f"contrastive_decoding.backends.hf.vision:{name}",
+        vllm=VllmSupport(VLLM_NO, _IMAGE_NOT_ON_VLLM),
+        scoring=ScoringSupport(False, _IMAGE_NOT_SCORED),
+        needs=frozenset({IMAGE}),
+        order=order,
+    )
+
+
+SPECS = (
+    _image_spec(
+        "vcd",
+        VcdConfig,
+        "a VLM given the image vs. given the image under diffusion noise",
+        "Leng et al., 2024",
+        60,
+    ),
+    _image_spec(
+        "ritual",
+        RitualConfig,
+        "a VLM given the image plus given a random transformation of it",
+        "Woo et al., 2024",
+        61,
+    ),
+    _image_spec(
+        "ritual_vcd",
+        RitualVcdConfig,
+        "both: image + transformed image - noised image",
+        "Woo et al., 2024",
+        62,
+    ),
+    _image_spec(
+        "vdd",
+        VddConfig,
+        "a VLM given the image vs. the same prompt without the image",
+        "Zhang et al., 2024",
+        63,
+    ),
+)

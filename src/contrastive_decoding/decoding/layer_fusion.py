@@ -29,6 +29,7 @@ import torch
 from ..samplers.warpers import relative_top_mask
 from ._math import LOG_PROB_FLOOR
 from ._validation import check_int, check_range, number_range
+from .spec import AMATEUR, VLLM_NO, MethodSpec, ScoringSupport, VllmSupport
 
 DEFAULT_AMATEUR_INSTRUCTION = (
     "You are a careless assistant who often makes up facts. Answer with plausible but false information.\n\n"
@@ -96,3 +97,23 @@ def layer_fusion_contrast(
         scores = scores + cfg.refocus_weight * (_logprobs(refocused).clamp_min(LOG_PROB_FLOOR) - expert)
     head = relative_top_mask(expert, cfg.plausibility_alpha, normalized=True)  # [B, V]
     return scores.masked_fill(~head, -math.inf)
+
+
+SPECS = (
+    MethodSpec(
+        name="layer_fusion",
+        config=LayerFusionConfig,
+        contrasts="expert vs. amateur at the final layer + a lower layer (early exit), fused",
+        paper="LOL (Chen et al., 2024)",
+        hf_function="contrastive_decoding.backends.hf.layer_fusion:layer_fusion",
+        vllm=VllmSupport(
+            VLLM_NO,
+            "needs the amateur's early exits inside the expert-amateur model wrapper (or the inducing-instruction "
+            "prompt as a twin request)",
+        ),
+        # like expert-amateur: choice tasks score the summed raw contrast without the plausibility head
+        scoring=ScoringSupport(True, choice_defaults=(("plausibility_alpha", 0.0), ("normalize", False))),
+        accepts=frozenset({AMATEUR}),
+        order=80,
+    ),
+)

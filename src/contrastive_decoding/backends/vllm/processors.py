@@ -30,6 +30,7 @@ from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
 from vllm.v1.sample.logits_processor.builtin import process_dict_updates
 
 from ...decoding import context as context_math
+from ...decoding import registry
 from ...samplers.config import SamplingConfig
 from ...samplers.warpers import apply_typical
 from .requests import PAIR_KEY, PAIR_METHODS, MethodRequest, parse_extra_args
@@ -68,7 +69,7 @@ def row_table(vllm_config) -> RowTable:
 
 def _method_entry(params: SamplingParams, _prompt_ids, _output_ids) -> MethodRequest | None:
     request, _ = parse_extra_args(params.extra_args)
-    return None if request.method == "greedy" or request.pair_id is not None else request
+    return None if request.method == registry.PLAIN or request.pair_id is not None else request
 
 
 @dataclass
@@ -167,7 +168,7 @@ class ContrastiveLogitsProcessor(LogitsProcessor):
         request, _ = parse_extra_args(sampling_params.extra_args)
         if request.method in PAIR_METHODS:
             check_pair_params(request.method, sampling_params)
-        if request.method != "greedy":
+        if request.method != registry.PLAIN:
             if sampling_params.prompt_logprobs is not None:
                 raise ValueError(f"prompt_logprobs is not supported with method {request.method!r}")
             if sampling_params.n > 1 and sampling_params.temperature == 0:

@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ...decoding import check_method, make_method_config, method_parameters
+from ...decoding import make_method_config, method_parameters, registry
 from ...decoding._validation import check_range, did_you_mean
+from ...decoding.spec import VLLM_NO, VLLM_PAIR
 
 METHOD_KEY = "method"
 TYPICAL_KEY = "typical_p"
@@ -20,16 +21,10 @@ CONTEXT_FREE_PROMPT_KEY = "context_free_prompt"
 CONTEXT_FREE_IDS_KEY = "context_free_prompt_ids"
 # Set by the pair-aware scheduler, never by users: {"id": <main request id>, "role": "main" | "twin"}.
 PAIR_KEY = "_contrastive_pair"
-# Methods the vLLM backend runs today, and where the work happens: the model wrapper (early exits, amateur),
-# or a context-free twin request scheduled with the main one (pair).
-VLLM_METHODS = {
-    "greedy": "plain",
-    "dola": "model",
-    "expert_amateur": "model",
-    "cad": "pair",
-    "adacad": "pair",
-}
-PAIR_METHODS = frozenset(method for method, where in VLLM_METHODS.items() if where == "pair")
+# Methods the vLLM backend runs, and where the work happens (``MethodSpec.vllm.runs``): vLLM itself (plain), the
+# model wrapper (early exits, amateur), or a context-free twin request scheduled with the main one (pair).
+VLLM_METHODS = {spec.name: spec.vllm.runs for spec in registry.specs() if spec.vllm.runs != VLLM_NO}
+PAIR_METHODS = registry.vllm_runs(VLLM_PAIR)
 
 
 @dataclass(frozen=True)
@@ -73,14 +68,15 @@ def parse_extra_args(extra_args: dict[str, Any] | None) -> tuple[MethodRequest, 
     args = dict(extra_args or {})
     typical_p = args.pop(TYPICAL_KEY, 1.0)
     check_range(TYPICAL_KEY, typical_p, 0.0, 1.0, low_inclusive=False)
-    method = args.pop(METHOD_KEY, "greedy")
+    method = args.pop(METHOD_KEY, registry.PLAIN)
     if not isinstance(method, str):
         raise ValueError(f"extra_args['method'] must be a method name, got {method!r}")
-    check_method(method)
-    if method not in VLLM_METHODS:
+    spec = registry.get_spec(method)
+    label, method = method, spec.name
+    if not spec.vllm.served:
         raise ValueError(
-            f"method {method!r} is not supported by the vLLM backend yet; supported: {', '.join(VLLM_METHODS)}. "
-            "Use the Hugging Face backend for it."
+            f"method {label!r} is not supported by the vLLM backend yet ({spec.vllm.reason}); supported: "
+            f"{', '.join(VLLM_METHODS)}. Use the Hugging Face backend for it."
         )
     pair = args.pop(PAIR_KEY, None)
     if method in PAIR_METHODS:
