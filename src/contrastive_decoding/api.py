@@ -11,7 +11,7 @@ import torch
 from .decoding import registry
 from .decoding.spec import AMATEUR, CONDITIONS, CONTEXT_FREE_PROMPT, IMAGE
 from .method_call import SAMPLING_PARAMETERS, MethodCall, method_call, split_parameters
-from .models import pad_left
+from .models import use_left_padding
 from .samplers.config import SamplingConfig
 
 __all__ = [
@@ -144,7 +144,7 @@ def generate_outputs(
             )
     if AMATEUR in spec.needs and amateur_model is None:
         raise ValueError(f"{method} needs an amateur model (a smaller model with the same tokenizer)")
-    pad_left(tokenizer)
+    use_left_padding(tokenizer)
     limit = context_limit(model)
     function = _hf_function(call)
     extra: dict[str, Any] = dict(method_params)
@@ -229,7 +229,7 @@ def _generate_with_images(
         raise ValueError(f"{method} does not take images; image methods: {image_methods}")
     pictures = [_load_image(image) for image in images]
     tokenizer = processor.tokenizer
-    pad_left(tokenizer)
+    use_left_padding(tokenizer)
     image_token = getattr(processor, "image_token", None)
     texts = [p if not image_token or image_token in p else f"{image_token}\n{p}" for p in prompts]
     limit = context_limit(model)
@@ -348,7 +348,7 @@ def _generate_with_conditions(
     resolved = [
         resolve_conditions(prompt, marked) for prompt, marked in zip(prompts, conditions, strict=True)
     ]
-    pad_left(tokenizer)
+    use_left_padding(tokenizer)
     limit = context_limit(model)
     if seed is not None:
         torch.manual_seed(seed)

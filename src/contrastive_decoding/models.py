@@ -213,16 +213,16 @@ def load_model_and_tokenizer(
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         processor = AutoProcessor.from_pretrained(path)
-        pad_left(processor.tokenizer)
+        use_left_padding(processor.tokenizer)
         model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch_dtype).to(device)
         return model.eval(), processor
     tokenizer = AutoTokenizer.from_pretrained(path)
-    pad_left(tokenizer)
+    use_left_padding(tokenizer)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype).to(device)
     return model.eval(), tokenizer
 
 
-def pad_left(tokenizer: Any) -> None:
+def use_left_padding(tokenizer: Any) -> None:
     """Batch set-up of a tokenizer: pad on the left, with the EOS token when it has no pad token."""
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
