@@ -167,6 +167,17 @@ def test_a_vision_task_pulls_its_manifest_images_and_synonyms(cache, mirror):
     assert len(task.load(root)) == 20
 
 
+@needs_shared
+def test_a_mirror_can_be_a_local_folder(cache, tmp_path):
+    result = data.pull("gsm8k", mirror=SHARED)
+    assert result.downloaded == ["gsm8k/test.jsonl"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (cache / "gsm8k/test.jsonl").stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
+    with pytest.raises(data.DataError, match="http://"):
+        data.pull("gsm8k", mirror="localhost:8000")
+
+
 def test_bad_checksum_leaves_no_file_and_says_what_to_do(cache, tmp_path):
     corrupted = tmp_path / "corrupted"
     (corrupted / "gsm8k").mkdir(parents=True)

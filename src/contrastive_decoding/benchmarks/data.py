@@ -246,8 +246,11 @@ def resolve_mirror(mirror: str | os.PathLike[str] | None) -> str | None:
     if mirror is None:
         return None
     text = os.fspath(mirror)
-    if not urlparse(text).scheme or len(urlparse(text).scheme) == 1:  # a path (or a Windows drive letter)
+    scheme = urlparse(text).scheme
+    if len(scheme) <= 1:  # a path (or a Windows drive letter)
         text = Path(text).expanduser().resolve().as_uri()
+    elif scheme not in ("http", "https", "file"):
+        raise DataError(f"Mirror {text!r}: give an http://, https:// or file:// URL, or a path.")
     return text.rstrip("/")
 
 
@@ -404,6 +407,9 @@ def _temp_file(folder: Path, name: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     handle, path = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
     os.close(handle)
+    umask = os.umask(0)  # mkstemp makes the file private; the data file should be as readable as any other
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
     return Path(path)
 
 
