@@ -4,28 +4,18 @@ exactly those of ``contrastive-decoding bench run``."""
 from __future__ import annotations
 
 import math
-import os
-from pathlib import Path
 from typing import Any
-
-DATA_DIR_ENV = "CONTRASTIVE_DECODING_DATA_DIR"
-
-
-def _data_dir(data_dir: str | None) -> Path:
-    if data_dir:
-        return Path(data_dir)
-    if os.environ.get(DATA_DIR_ENV):
-        return Path(os.environ[DATA_DIR_ENV])
-    return Path.cwd().parent / "shared" / "data"
 
 
 def load_truthfulqa_mc(data_dir: str | None = None, **_: Any) -> dict:
     """{"test": Dataset} of TruthfulQA MC documents: prompt, choices (no leading space), labels."""
     import datasets
 
+    from contrastive_decoding.benchmarks.data import ensure_task_data
     from contrastive_decoding.benchmarks.tasks import get_task
 
-    items = get_task("truthfulqa-mc").load(_data_dir(data_dir))
+    task = get_task("truthfulqa-mc")
+    items = task.load(ensure_task_data(task, data_dir=data_dir or None))
     rows = [
         {
             "id": item.id,
