@@ -282,9 +282,10 @@ def run_task(
     Choice items: one ``score`` call per item over its choices (``params`` are the method's parameters, plus
     ``normalize``). Generate items: ``generate_outputs`` in fixed batches of ``batch_size`` with
     ``max_new_tokens=task.max_new_tokens``; ``cad`` / ``adacad`` get each item's ``context_free`` prompt; sampled
-    runs (``do_sample=True``) get ``seed + batch index`` as their sampling seed. See :mod:`contrastive_decoding.benchmarks.runner` for the
-    files written and the resume semantics. Raises :class:`RunConfigMismatch` when ``output_dir`` holds a run
-    with a different configuration, ValueError for bad parameters or a task without the inputs the method needs.
+    runs (``do_sample=True``) get ``seed + batch index`` as their sampling seed. See the package docstring
+    (:mod:`contrastive_decoding.benchmarks.runner`) for the files written and the resume semantics. Raises
+    :class:`RunConfigMismatch` when ``output_dir`` holds a run with a different configuration, ValueError for bad
+    parameters or a task without the inputs the method needs.
     """
     if task.kind == "choice":
         params = {**CHOICE_SCORING_DEFAULTS.get(method, {}), **params}
