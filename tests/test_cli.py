@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+import contrastive_decoding
 from contrastive_decoding.api import generate_outputs
 from contrastive_decoding.cli import main, parse_set_option
 from contrastive_decoding.models import load_model_and_tokenizer
@@ -205,3 +210,30 @@ def test_parse_set_option_types():
     assert parse_set_option(("a=1", "b=0.5", "c=[1,2]", "d=high", "e=none", "f=True")) == {
         "a": 1, "b": 0.5, "c": [1, 2], "d": "high", "e": None, "f": True,
     }  # fmt: skip
+
+
+@pytest.mark.parametrize("command", sorted(main.commands))
+def test_python_dash_m_finds_every_command(command):
+    """``python -m contrastive_decoding.cli COMMAND --help`` finds each command (serve and lm-eval included:
+    they were registered after ``main()`` ran, and said "No such command")."""
+    if command == "lm-eval" and importlib.util.find_spec("lm_eval") is None:
+        pytest.skip("lm-eval's help needs the bench extra")
+    source_root = str(Path(contrastive_decoding.__file__).resolve().parents[1])
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [source_root, os.environ.get("PYTHONPATH")])),
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "contrastive_decoding.cli", command, "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "No such command" not in output
+    usage = (
+        "usage: lm-eval" if command == "lm-eval" else f"usage: python -m contrastive_decoding.cli {command}"
+    )
+    assert usage in output.lower()
