@@ -13,7 +13,9 @@ import torch
 
 import contrastive_decoding as cd
 from contrastive_decoding.backends.hf import vision
-from contrastive_decoding.decoding import image as image_math
+from contrastive_decoding.decoding import perturbations
+from contrastive_decoding.decoding.vcd import vcd_contrast
+from contrastive_decoding.decoding.vdd import vdd_contrast
 from tests.tiny_models import tiny_model
 from tests.tiny_vlms import (
     IMAGE_TOKEN_ID,
@@ -138,7 +140,7 @@ def test_kv_cached_equals_slow_reference_loop(model, family, inputs, method):
         other_ids = row["input_ids"]
     else:
         ids = vision.config_image_token_ids(model)
-        other_ids, _ = image_math.strip_image_tokens(row["input_ids"], None, ids, 0)
+        other_ids, _ = perturbations.strip_image_tokens(row["input_ids"], None, ids, 0)
         other = {"input_ids": other_ids}
     sequence, other_sequence = row["input_ids"], other_ids
     with torch.no_grad():
@@ -146,9 +148,9 @@ def test_kv_cached_equals_slow_reference_loop(model, family, inputs, method):
             with_image = _slow_logits(model, family, row, sequence)
             perturbed = _slow_logits(model, family, other, other_sequence)
             if method == "vcd":
-                scores = image_math.vcd_contrast(with_image, perturbed)
+                scores = vcd_contrast(with_image, perturbed)
             else:
-                scores = image_math.vdd_contrast(with_image, perturbed)
+                scores = vdd_contrast(with_image, perturbed)
             token = scores.argmax(-1, keepdim=True)
             sequence = torch.cat([sequence, token], dim=-1)
             other_sequence = torch.cat([other_sequence, token], dim=-1)
@@ -170,7 +172,9 @@ def test_user_embeddings_branch_equals_the_no_image_prompt(model, family, inputs
     """A negative given as inputs_embeds (how learned negatives such as DCD's plug in) runs as its own
     branch; here the embeddings of the image-free prompt must give the no-image contrast exactly."""
     ids = vision.config_image_token_ids(model)
-    free_ids, free_mask = image_math.strip_image_tokens(inputs["input_ids"], inputs["attention_mask"], ids, 0)
+    free_ids, free_mask = perturbations.strip_image_tokens(
+        inputs["input_ids"], inputs["attention_mask"], ids, 0
+    )
     embeds = model.get_input_embeddings()(free_ids)
     built_in = run(model, inputs, "vdd")
     given = run(model, inputs, "vdd", perturbed_inputs={"inputs_embeds": embeds, "attention_mask": free_mask})
@@ -185,9 +189,9 @@ def test_ritual_with_a_custom_image_perturbation(model, family, inputs, images):
         "ritual",
         images=images,
         image_processor=processor,
-        perturbation=lambda image: image_math.apply_transform(image, "horizontal_flip", torch.Generator()),
+        perturbation=lambda image: perturbations.apply_transform(image, "horizontal_flip", torch.Generator()),
     )
-    flips = [[image_math.apply_transform(image, "horizontal_flip", torch.Generator())] for image in images]
+    flips = [[perturbations.apply_transform(image, "horizontal_flip", torch.Generator())] for image in images]
     pixels = vision.processed_images(processor, flips, vision.vision_family(model, "ritual"), inputs)
     given = run(model, inputs, "ritual", perturbed_inputs=pixels)
     assert torch.equal(flipped, given)

@@ -11,7 +11,8 @@ plumbing of each family (LLaVA's image features, Qwen2-VL's 3-D rotary positions
 stays the model's. Branches whose prompt tokens are the image branch's (VCD, RITUAL) ride in the same
 forward as extra rows; branches with other tokens (VDD, user embeddings) run their own forward.
 
-The math is in :mod:`contrastive_decoding.decoding.image`; here we only build the branch inputs and move
+The math is in :mod:`contrastive_decoding.decoding` (``vcd``, ``ritual``, ``ritual_vcd``, ``vdd``), the perturbations
+in :mod:`contrastive_decoding.decoding.perturbations`; here we only build the branch inputs and move
 tensors.
 """
 
@@ -32,7 +33,17 @@ from transformers import (
     StoppingCriteriaList,
 )
 
-from ...decoding import image as image_math
+from ...decoding.perturbations import (
+    RITUAL_TRANSFORMS,
+    diffusion_noise,
+    random_transform,
+    seeded_generator,
+    strip_image_tokens,
+)
+from ...decoding.ritual import RitualConfig, ritual_contrast
+from ...decoding.ritual_vcd import RitualVcdConfig, ritual_vcd_contrast
+from ...decoding.vcd import VcdConfig, vcd_contrast
+from ...decoding.vdd import VddConfig, vdd_contrast
 from .loop import LoopControls, generate_streamer, run_decode_loop
 
 # Keys of the image inputs a processor returns next to input_ids / attention_mask.
@@ -127,13 +138,13 @@ def row_generators(perturbation_seed: int | Sequence[int], batch_size: int) -> l
     """One generator per row: an int seed gives row ``b`` ``seeded_generator(seed, b)``; a list gives row
     ``b`` ``seeded_generator(seeds[b], 0)``, so a row's perturbation can be reproduced outside its batch."""
     if isinstance(perturbation_seed, int) and not isinstance(perturbation_seed, bool):
-        return [image_math.seeded_generator(perturbation_seed, row) for row in range(batch_size)]
+        return [seeded_generator(perturbation_seed, row) for row in range(batch_size)]
     seeds = list(perturbation_seed)
     if len(seeds) != batch_size:
         raise ValueError(
             f"perturbation_seed must be an int or one int per row ({batch_size}), got {len(seeds)} seeds"
         )
-    return [image_math.seeded_generator(int(seed), 0) for seed in seeds]
+    return [seeded_generator(int(seed), 0) for seed in seeds]
 
 
 def _rows_of_images(input_ids: torch.Tensor, inputs: dict[str, Any], model: PreTrainedModel) -> list[int]:
@@ -169,7 +180,7 @@ def noised_pixels(
 
     def noise(image: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         shaped = image if image.dim() in (3, 4) else image[None]  # Qwen2-VL patches [n, D] -> [1, n, D]
-        noisy = image_math.diffusion_noise(shaped, noise_step, schedule=noise_schedule, generator=generator)
+        noisy = diffusion_noise(shaped, noise_step, schedule=noise_schedule, generator=generator)
         return noisy.reshape(image.shape)
 
     if "image_grid_thw" in inputs:  # Qwen2-VL: [sum of patches, D], images one after another
@@ -237,7 +248,7 @@ def transformed_images(
 ) -> list[list[Any]]:
     """RITUAL's ``T(v)``: one random transformation per image, drawn from its row's generator."""
     return [
-        [image_math.random_transform(image, generators[row], transforms)[0] for image in row_images]
+        [random_transform(image, generators[row], transforms)[0] for image in row_images]
         for row, row_images in enumerate(images)
     ]
 
@@ -518,7 +529,7 @@ def _transformed_branch(
 
 def _no_image_branch(model, image: Branch, image_token_ids, pad_token_id: int) -> Branch:
     ids = list(image_token_ids) if image_token_ids is not None else config_image_token_ids(model)
-    stripped_ids, stripped_mask = image_math.strip_image_tokens(
+    stripped_ids, stripped_mask = strip_image_tokens(
         image.input_ids, image.inputs.get("attention_mask"), ids, pad_token_id
     )
     return Branch(stripped_ids, {"attention_mask": stripped_mask})
@@ -557,7 +568,7 @@ def vcd(
     ``images`` and ``image_processor`` are given, else on the ``pixel_values`` tensor) or with precomputed
     ``perturbed_inputs`` (e.g. ``{"pixel_values": ...}``, or ``{"inputs_embeds": ..., "attention_mask": ...}``
     for learned negatives such as DCD's)."""
-    cfg = image_math.VcdConfig(
+    cfg = VcdConfig(
         vcd_alpha=vcd_alpha, vcd_beta=vcd_beta, noise_step=noise_step, noise_schedule=noise_schedule
     )
     family, controls, image = _prepare_image_method(
@@ -575,7 +586,7 @@ def vcd(
         perturbed = _user_perturbed_branch(image, family, images, image_processor, perturbation)
     else:
         perturbed = _noised_branch(model, image, perturbation_seed, cfg.noise_step, cfg.noise_schedule)
-    combine = lambda logits: image_math.vcd_contrast(logits[0], logits[1], cfg)  # noqa: E731
+    combine = lambda logits: vcd_contrast(logits[0], logits[1], cfg)  # noqa: E731
     return _run(model, "vcd", controls, input_ids, [image, perturbed], combine)
 
 
@@ -587,7 +598,7 @@ def ritual(
     generation_config: GenerationConfig | None = None,
     ritual_alpha_pos: float = 3.0,
     ritual_beta: float = 0.1,
-    ritual_transforms: Sequence[str] = image_math.RITUAL_TRANSFORMS,
+    ritual_transforms: Sequence[str] = RITUAL_TRANSFORMS,
     perturbation_seed: int | Sequence[int] = 0,
     images: Any = None,
     image_processor: Any = None,
@@ -604,7 +615,7 @@ def ritual(
     ``T`` is one random transformation per image (flip, rotation, colour jitter, blur, resized crop; seeded
     per row), applied to the PIL ``images`` and re-processed with ``image_processor``. ``perturbation`` /
     ``perturbed_inputs`` replace it as for :func:`vcd`."""
-    cfg = image_math.RitualConfig(ritual_alpha_pos=ritual_alpha_pos, ritual_beta=ritual_beta)
+    cfg = RitualConfig(ritual_alpha_pos=ritual_alpha_pos, ritual_beta=ritual_beta)
     family, controls, image = _prepare_image_method(
         model,
         "ritual",
@@ -622,7 +633,7 @@ def ritual(
         transformed = _transformed_branch(
             image, family, images, image_processor, perturbation_seed, ritual_transforms, "ritual"
         )
-    combine = lambda logits: image_math.ritual_contrast(logits[0], logits[1], cfg)  # noqa: E731
+    combine = lambda logits: ritual_contrast(logits[0], logits[1], cfg)  # noqa: E731
     return _run(model, "ritual", controls, input_ids, [image, transformed], combine)
 
 
@@ -637,7 +648,7 @@ def ritual_vcd(
     vcd_beta: float = 0.1,
     noise_step: int = 500,
     noise_schedule: str = "linear",
-    ritual_transforms: Sequence[str] = image_math.RITUAL_TRANSFORMS,
+    ritual_transforms: Sequence[str] = RITUAL_TRANSFORMS,
     perturbation_seed: int | Sequence[int] = 0,
     images: Any = None,
     image_processor: Any = None,
@@ -649,7 +660,7 @@ def ritual_vcd(
 ) -> Any:
     """RITUAL + VCD: ``(1 + a) l(y|v,x) + alpha_pos l(y|T(v),x) - a l(y|v',x)``; the image, transformed and
     noised rows run in one forward."""
-    cfg = image_math.RitualVcdConfig(
+    cfg = RitualVcdConfig(
         ritual_alpha_pos=ritual_alpha_pos,
         vcd_alpha=vcd_alpha,
         vcd_beta=vcd_beta,
@@ -669,7 +680,7 @@ def ritual_vcd(
         image, family, images, image_processor, perturbation_seed, ritual_transforms, "ritual_vcd"
     )
     noised = _noised_branch(model, image, perturbation_seed, cfg.noise_step, cfg.noise_schedule)
-    combine = lambda logits: image_math.ritual_vcd_contrast(logits[0], logits[1], logits[2], cfg)  # noqa: E731
+    combine = lambda logits: ritual_vcd_contrast(logits[0], logits[1], logits[2], cfg)  # noqa: E731
     return _run(model, "ritual_vcd", controls, input_ids, [image, transformed, noised], combine)
 
 
@@ -694,7 +705,7 @@ def vdd(
     ``x`` alone is the prompt with every image token removed: ``image_token_ids`` (default: the ids in the
     model config; :func:`processor_image_token_ids` also finds Idefics3's tile markers), or the prompt you
     give as ``perturbed_inputs={"input_ids": ..., "attention_mask": ...}``."""
-    cfg = image_math.VddConfig(vdd_alpha=vdd_alpha, vdd_beta=vdd_beta)
+    cfg = VddConfig(vdd_alpha=vdd_alpha, vdd_beta=vdd_beta)
     family, controls, image = _prepare_image_method(
         model,
         "vdd",
@@ -709,5 +720,5 @@ def vdd(
     else:
         pad = controls.generation_config.pad_token_id
         without = _no_image_branch(model, image, image_token_ids, 0 if pad is None else int(pad))
-    combine = lambda logits: image_math.vdd_contrast(logits[0], logits[1], cfg)  # noqa: E731
+    combine = lambda logits: vdd_contrast(logits[0], logits[1], cfg)  # noqa: E731
     return _run(model, "vdd", controls, input_ids, [image, without], combine)
