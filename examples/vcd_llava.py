@@ -16,7 +16,7 @@ from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 import contrastive_decoding as cd
-from contrastive_decoding.backends.hf.vision import processor_image_token_ids
+from contrastive_decoding.backends.hf.vision_families import processor_image_token_ids
 
 DEFAULT_IMAGE = (
     Path(__file__).resolve().parents[2] / "shared/data/coco_images/images/COCO_val2014_000000000192.jpg"

@@ -12,8 +12,10 @@ import pytest
 import torch
 
 import contrastive_decoding as cd
-from contrastive_decoding.backends.hf import vision
-from contrastive_decoding.decoding import image as image_math
+from contrastive_decoding.backends.hf import vision_families, vision_inputs
+from contrastive_decoding.decoding import perturbations
+from contrastive_decoding.decoding.vcd import vcd_contrast
+from contrastive_decoding.decoding.vdd import vdd_contrast
 from tests.tiny_models import tiny_model
 from tests.tiny_vlms import (
     IMAGE_TOKEN_ID,
@@ -131,14 +133,14 @@ def _slow_logits(model, family, inputs: dict, sequence: torch.Tensor) -> torch.T
 @pytest.mark.parametrize("method", ["vcd", "vdd"])
 def test_kv_cached_equals_slow_reference_loop(model, family, inputs, method):
     row = select_rows(family, inputs, [1])  # one row, no padding: the reference needs no mask
-    generators = vision.row_generators([SEEDS[1]], 1)
+    generators = perturbations.row_generators([SEEDS[1]], 1)
     if method == "vcd":
-        noised = vision.noised_pixels(row["input_ids"], row, model, generators, 500, "linear")
+        noised = vision_inputs.noised_pixels(row["input_ids"], row, model, generators, 500, "linear")
         other = {**row, "pixel_values": noised}
         other_ids = row["input_ids"]
     else:
-        ids = vision.config_image_token_ids(model)
-        other_ids, _ = image_math.strip_image_tokens(row["input_ids"], None, ids, 0)
+        ids = vision_families.config_image_token_ids(model)
+        other_ids, _ = perturbations.strip_image_tokens(row["input_ids"], None, ids, 0)
         other = {"input_ids": other_ids}
     sequence, other_sequence = row["input_ids"], other_ids
     with torch.no_grad():
@@ -146,9 +148,9 @@ def test_kv_cached_equals_slow_reference_loop(model, family, inputs, method):
             with_image = _slow_logits(model, family, row, sequence)
             perturbed = _slow_logits(model, family, other, other_sequence)
             if method == "vcd":
-                scores = image_math.vcd_contrast(with_image, perturbed)
+                scores = vcd_contrast(with_image, perturbed)
             else:
-                scores = image_math.vdd_contrast(with_image, perturbed)
+                scores = vdd_contrast(with_image, perturbed)
             token = scores.argmax(-1, keepdim=True)
             sequence = torch.cat([sequence, token], dim=-1)
             other_sequence = torch.cat([other_sequence, token], dim=-1)
@@ -157,8 +159,8 @@ def test_kv_cached_equals_slow_reference_loop(model, family, inputs, method):
 
 
 def test_user_pixel_inputs_equal_the_built_in_noise(model, family, inputs):
-    generators = vision.row_generators(SEEDS, len(PROMPT_LENGTHS))
-    noised = vision.noised_pixels(inputs["input_ids"], inputs, model, generators, 500, "linear")
+    generators = perturbations.row_generators(SEEDS, len(PROMPT_LENGTHS))
+    noised = vision_inputs.noised_pixels(inputs["input_ids"], inputs, model, generators, 500, "linear")
     built_in = run(model, inputs, "vcd", perturbation_seed=SEEDS)
     given = run(model, inputs, "vcd", perturbed_inputs={"pixel_values": noised})
     as_callable = run(model, inputs, "vcd", perturbation=lambda pixels: noised)
@@ -169,8 +171,10 @@ def test_user_pixel_inputs_equal_the_built_in_noise(model, family, inputs):
 def test_user_embeddings_branch_equals_the_no_image_prompt(model, family, inputs):
     """A negative given as inputs_embeds (how learned negatives such as DCD's plug in) runs as its own
     branch; here the embeddings of the image-free prompt must give the no-image contrast exactly."""
-    ids = vision.config_image_token_ids(model)
-    free_ids, free_mask = image_math.strip_image_tokens(inputs["input_ids"], inputs["attention_mask"], ids, 0)
+    ids = vision_families.config_image_token_ids(model)
+    free_ids, free_mask = perturbations.strip_image_tokens(
+        inputs["input_ids"], inputs["attention_mask"], ids, 0
+    )
     embeds = model.get_input_embeddings()(free_ids)
     built_in = run(model, inputs, "vdd")
     given = run(model, inputs, "vdd", perturbed_inputs={"inputs_embeds": embeds, "attention_mask": free_mask})
@@ -185,10 +189,12 @@ def test_ritual_with_a_custom_image_perturbation(model, family, inputs, images):
         "ritual",
         images=images,
         image_processor=processor,
-        perturbation=lambda image: image_math.apply_transform(image, "horizontal_flip", torch.Generator()),
+        perturbation=lambda image: perturbations.apply_transform(image, "horizontal_flip", torch.Generator()),
     )
-    flips = [[image_math.apply_transform(image, "horizontal_flip", torch.Generator())] for image in images]
-    pixels = vision.processed_images(processor, flips, vision.vision_family(model, "ritual"), inputs)
+    flips = [[perturbations.apply_transform(image, "horizontal_flip", torch.Generator())] for image in images]
+    pixels = vision_inputs.processed_images(
+        processor, flips, vision_families.vision_family(model, "ritual"), inputs
+    )
     given = run(model, inputs, "ritual", perturbed_inputs=pixels)
     assert torch.equal(flipped, given)
 
@@ -217,20 +223,20 @@ def test_seeded_sampling_reproduces(model, family, inputs, images, method):
 
 
 def test_noise_is_seeded_per_row_and_spares_padding_images(model, family, inputs):
-    generators = vision.row_generators(SEEDS, 3)
-    first = vision.noised_pixels(inputs["input_ids"], inputs, model, generators, 500, "linear")
-    again = vision.noised_pixels(
-        inputs["input_ids"], inputs, model, vision.row_generators(SEEDS, 3), 500, "linear"
+    generators = perturbations.row_generators(SEEDS, 3)
+    first = vision_inputs.noised_pixels(inputs["input_ids"], inputs, model, generators, 500, "linear")
+    again = vision_inputs.noised_pixels(
+        inputs["input_ids"], inputs, model, perturbations.row_generators(SEEDS, 3), 500, "linear"
     )
-    other = vision.noised_pixels(
-        inputs["input_ids"], inputs, model, vision.row_generators([1, 2, 3], 3), 500, "linear"
+    other = vision_inputs.noised_pixels(
+        inputs["input_ids"], inputs, model, perturbations.row_generators([1, 2, 3], 3), 500, "linear"
     )
     assert torch.equal(first, again)
     assert not torch.equal(first, other)
     assert first.shape == inputs["pixel_values"].shape
     if family == "idefics3":  # a padding image (all zeros) must stay padding
         padded = torch.cat([inputs["pixel_values"], torch.zeros_like(inputs["pixel_values"])], dim=1)
-        noisy = vision.noised_pixels(
+        noisy = vision_inputs.noised_pixels(
             inputs["input_ids"], {"pixel_values": padded}, model, generators, 500, "linear"
         )
         assert bool((noisy[:, 1] == 0).all()) and bool((noisy[:, 0] != padded[:, 0]).any())
@@ -277,7 +283,7 @@ def test_processor_image_token_ids_find_the_markers():
     tokenizer.add_tokens(
         ["<image>", "<fake_token_around_image>", "<global-img>", "<row_1_col_2>"], special_tokens=True
     )
-    ids = vision.processor_image_token_ids(tokenizer)
+    ids = vision_families.processor_image_token_ids(tokenizer)
     assert len(ids) == 4 and IMAGE_TOKEN_ID not in ids  # the tiny vocabulary's w500 is a plain word
 
 

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 import contrastive_decoding as cd
 from contrastive_decoding.api import generate_outputs
-from contrastive_decoding.backends.hf.vision import processor_image_token_ids
+from contrastive_decoding.backends.hf.vision_families import processor_image_token_ids
 from contrastive_decoding.cli import main
 from contrastive_decoding.models import load_model_and_tokenizer
 from tests.tiny_models import tiny_model, tiny_tokenizer

@@ -211,7 +211,7 @@ def _generate_with_images(
     max_new_tokens: int,
     batch_size: int,
 ) -> list[GenerationOutput]:
-    from .backends.hf.vision import processor_image_token_ids, vision_family
+    from .backends.hf.vision_families import processor_image_token_ids, vision_family
 
     method, method_params = call.name, call.params
 

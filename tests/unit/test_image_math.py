@@ -13,25 +13,21 @@ import torch
 from PIL import Image, ImageChops, ImageDraw
 
 from contrastive_decoding.decoding._math import LOG_PROB_FLOOR
-from contrastive_decoding.decoding.image import (
+from contrastive_decoding.decoding.perturbations import (
     NOISE_SCHEDULES,
     RITUAL_TRANSFORMS,
-    RitualConfig,
-    RitualVcdConfig,
-    VcdConfig,
-    VddConfig,
     alpha_bar,
     apply_transform,
     beta_schedule,
     diffusion_noise,
     random_transform,
-    ritual_contrast,
-    ritual_vcd_contrast,
     seeded_generator,
     strip_image_tokens,
-    vcd_contrast,
-    vdd_contrast,
 )
+from contrastive_decoding.decoding.ritual import RitualConfig, ritual_contrast
+from contrastive_decoding.decoding.ritual_vcd import RitualVcdConfig, ritual_vcd_contrast
+from contrastive_decoding.decoding.vcd import VcdConfig, vcd_contrast
+from contrastive_decoding.decoding.vdd import VddConfig, vdd_contrast
 
 NEG_INF = -math.inf
 COCO_IMAGES = Path("/work/shared/data/coco_images/images")

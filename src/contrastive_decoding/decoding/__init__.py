@@ -19,10 +19,13 @@ from .context import AdaCadConfig, CadConfig
 from .contrastive_search import ContrastiveSearchConfig
 from .dola import DolaConfig
 from .expert_amateur import ExpertAmateurConfig
-from .image import RitualConfig, RitualVcdConfig, VcdConfig, VddConfig
 from .layer_fusion import LayerFusionConfig
 from .plain import PlainConfig
+from .ritual import RitualConfig
+from .ritual_vcd import RitualVcdConfig
 from .spec import AMATEUR, CONDITIONS, CONTEXT_FREE_PROMPT, IMAGE, MethodSpec
+from .vcd import VcdConfig
+from .vdd import VddConfig
 
 GreedyConfig = PlainConfig  # the config of the "greedy" alias of plain decoding
 
