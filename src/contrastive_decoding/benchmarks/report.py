@@ -34,7 +34,6 @@ import csv
 import json
 import math
 import re
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,7 +131,9 @@ def read_item_scores(run_dir: Path, expected: int | None = None) -> tuple[dict[s
         if not isinstance(row, dict) or "id" not in row or "error" in row or str(row["id"]) in scores:
             continue
         scores[str(row["id"])] = {key: float(value) for key, value in (row.get("scores") or {}).items()}
-    scores = dict(sorted(scores.items()))
+    scores = {
+        item: dict(value) for item, value in sorted(scores.items())
+    }  # allocated in order: faster resamples
     if expected is not None and len(scores) != expected:
         return scores, (
             f"{RESULTS_FILE} holds {len(scores)} scored items and {SUMMARY_FILE} counts {expected} (a run resumed "
@@ -254,22 +255,23 @@ def canonical_method(method: str) -> str:
 
 
 def task_aggregate(task_name: str) -> Aggregate | None:
-    """The registered task's ``aggregate`` (None for a task not registered in this process), quiet: the
-    corpus-level metrics some tasks add (MAUVE, coherence) warn that they are left out when the task instance
-    scored no texts, which is always the case here, on every resample."""
+    """The registered task's ``aggregate`` over per-item score rows (None for a task not registered in this
+    process). Its ``embedder`` is set to None where it has one: the corpus-level metrics it feeds (MAUVE,
+    coherence) need the texts, which the score rows do not hold, and are left out (quietly). An ``aggregate``
+    that raises on some rows (a resample without a key) gives ``{}`` for them."""
     from .tasks import TASKS
 
     if task_name not in TASKS:
         return None
     task = TASKS[task_name]()
+    if hasattr(task, "embedder"):
+        task.embedder = None
 
     def aggregate(rows: list[dict[str, float]]) -> dict[str, float]:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                return dict(task.aggregate(rows))
-            except (ArithmeticError, KeyError, ValueError):  # e.g. a resample without a key some item has
-                return {}
+        try:
+            return dict(task.aggregate(rows))
+        except (ArithmeticError, KeyError, ValueError):
+            return {}
 
     return aggregate
 

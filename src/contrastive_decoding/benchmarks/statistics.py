@@ -154,7 +154,11 @@ def _bootstrap(
 
 class _MemoAggregate:
     """``aggregate`` over the rows at given indices, memoized by the indices: the bootstrap of each metric
-    draws the same resamples (same seed), so every metric after the first reuses the recomputed rows."""
+    draws the same resamples (same seed), so every metric after the first reuses the recomputed rows.
+
+    A resample is a multiset of items, so the indices are sorted first (``aggregate`` must not depend on the
+    order of its rows; a task's metrics over items do not): rows read in memory order are several times faster
+    to aggregate than rows picked at random, and the same multiset drawn twice is computed once."""
 
     def __init__(self, rows: Sequence[dict[str, float]], aggregate: Aggregate) -> None:
         self.rows = list(rows)
@@ -162,10 +166,10 @@ class _MemoAggregate:
         self.cache: dict[bytes, Mapping[str, float]] = {}
 
     def __call__(self, indices: np.ndarray) -> Mapping[str, float]:
-        indices = np.asarray(indices).astype(np.int64)
+        indices = np.sort(np.asarray(indices).astype(np.int64))
         key = hashlib.blake2b(indices.tobytes(), digest_size=16).digest()
         if key not in self.cache:
-            self.cache[key] = self.aggregate([self.rows[index] for index in indices])
+            self.cache[key] = self.aggregate([self.rows[index] for index in indices.tolist()])
         return self.cache[key]
 
 
@@ -224,7 +228,8 @@ def resampled_intervals(
 ) -> dict[str, Interval]:
     """Bootstrap intervals of metrics that are not means of per-item values: resample the items (``rows``, one
     dict of per-item scores each) with replacement, recompute ``aggregate`` on the resampled rows, take the
-    interval of each of ``names`` (the metrics ``aggregate`` returns that the caller wants).
+    interval of each of ``names`` (the metrics ``aggregate`` returns that the caller wants). ``aggregate`` must
+    not depend on the order of the rows.
 
     The estimate is ``aggregate(rows)``. A resample where ``aggregate`` gives no value for a name counts as NaN
     (and makes that interval NaN).
