@@ -268,19 +268,28 @@ def test_pope_accuracy_is_tested_with_mcnemar_and_f1_recomputed(tmp_path: Path) 
 def test_chart_draws_the_intervals_as_error_bars(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from matplotlib.axes import Axes
 
-    runs, accuracies = _qa_runs(tmp_path / "runs", n=30)
-    drawn: list[dict] = []
-    original = Axes.bar
+    runs, accuracies = _qa_runs(tmp_path / "runs", n=60)
+    bars: list[dict] = []
+    labels: list[list[str]] = []
+    original_bar, original_bar_label = Axes.bar, Axes.bar_label
 
     def recording_bar(self, *args, **kwargs):
-        drawn.append(kwargs)
-        return original(self, *args, **kwargs)
+        bars.append(kwargs)
+        return original_bar(self, *args, **kwargs)
+
+    def recording_bar_label(self, container, *args, **kwargs):
+        labels.append(list(kwargs["labels"]))
+        return original_bar_label(self, container, *args, **kwargs)
 
     monkeypatch.setattr(Axes, "bar", recording_bar)
+    monkeypatch.setattr(Axes, "bar_label", recording_bar_label)
     written = write_report(runs, tmp_path / "report")
     assert written[-1].read_bytes()[:4] == b"\x89PNG"
-    assert len(drawn) == 2  # accuracy and mc2 panels
-    below, above = drawn[0]["yerr"]
+    assert len(bars) == 2  # accuracy and mc2 panels
+    below, above = bars[0]["yerr"]
     interval = mean_interval(accuracies["greedy"], seed=0)
-    mean = sum(accuracies["greedy"]) / 30
+    mean = sum(accuracies["greedy"]) / 60
     assert below[0] == pytest.approx(mean - interval.low) and above[0] == pytest.approx(interval.high - mean)
+    # accuracy panel: greedy, dola (significantly better: starred), cad (one item: not)
+    greedy, dola, cad = labels[0]
+    assert dola.endswith(" *") and not greedy.endswith("*") and not cad.endswith("*")

@@ -9,7 +9,8 @@ Each run directory holds the ``summary.json``, ``metadata.json`` and ``results.j
 - a comparison table: every run against each run of the baseline method (``plain``, recorded as ``plain`` or
   ``greedy``, by default) of the same task and model, on the items both scored (matched by id): the difference,
   its paired bootstrap interval, the p-value of a paired test, and whether it is significant;
-- one PNG bar chart (one panel per metric, one bar per run, the intervals as error bars).
+- one PNG bar chart (one panel per metric, one bar per run, the intervals as error bars, ``*`` after the value of
+  a run significantly different from a baseline run).
 
 ``report.csv`` holds the run rows at full precision with ``<metric>_ci_low``, ``<metric>_ci_high`` and
 ``<metric>_n`` next to each metric; ``comparisons.csv`` the comparison rows (another schema, so a file of its
@@ -791,13 +792,17 @@ def _write_chart(
     task: str,
     runs: list[RunRecord],
     statistics: dict[Path, dict[str, MetricStatistics]] | None = None,
+    comparisons: list[Comparison] | None = None,
+    baseline: str = BASELINE,
 ) -> None:
-    """One panel per metric, one bar per run (methods on the x axis), the bootstrap intervals as error bars;
-    Agg canvas, no global backend change."""
+    """One panel per metric, one bar per run (methods on the x axis), the bootstrap intervals as error bars
+    and ``*`` after the value of a run that differs significantly from a baseline run; Agg canvas, no global
+    backend change."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     statistics = statistics or {}
+    significant = {(c.run.run_dir, c.metric) for c in comparisons or () if c.significant}
     names = _metric_names(runs) or ["(no metrics)"]
     columns = min(3, len(names))
     rows = math.ceil(len(names) / columns)
@@ -823,10 +828,16 @@ def _write_chart(
         for bar, value in zip(bars, values, strict=True):
             if best is not None and value == best:
                 bar.set_color("tab:orange")
-        axes.bar_label(bars, labels=[format_value(v) for v in values], fontsize=7, label_type="center")
+        texts = [
+            format_value(value) + (" *" if (run.run_dir, name) in significant else "")
+            for run, value in zip(runs, values, strict=True)
+        ]
+        axes.bar_label(bars, labels=texts, fontsize=7, label_type="center")
         axes.set_title(name)
         axes.set_xticks(range(len(runs)), labels, rotation=30, ha="right", fontsize=7)
-    figure.suptitle(f"{task} (orange: best; error bars: bootstrap intervals over items)")
+    figure.suptitle(
+        f"{task} (orange: best; error bars: bootstrap intervals over items; *: significant vs {baseline})"
+    )
     figure.savefig(path, dpi=100)
 
 
@@ -887,7 +898,7 @@ def write_report(
     written = [markdown_path, csv_path, comparisons_path]
     for task_name, task in tasks.items():
         chart_path = output_dir / f"{_safe_name(task_name)}.png"
-        _write_chart(chart_path, task_name, task.runs, task.statistics)
+        _write_chart(chart_path, task_name, task.runs, task.statistics, task.comparisons, settings.baseline)
         written.append(chart_path)
     return written
 
