@@ -114,7 +114,7 @@ def test_cli_prompt_with_image_prints_every_image_method(checkpoint):
         "--max-new-tokens", "3",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    for method in ("greedy", *IMAGE_METHODS):
+    for method in ("plain", *IMAGE_METHODS):
         assert f"\n{method} " in result.output
     assert "dola" not in result.output
 

@@ -174,7 +174,7 @@ def bench_run(checkpoints, data_dir: Path, output_dir: Path, task: str, method: 
 
 
 def test_bench_help_and_list():
-    assert "run" in invoke("bench", "--help").output and "PROVENANCE.md" in invoke("bench", "--help").output
+    assert "run" in invoke("bench", "--help").output and "data list" in invoke("bench", "--help").output
     output = invoke("bench", "list").output
     assert "test_tiny_choice" in output and "choice" in output
     assert "test_tiny_generate" in output and "generate" in output
@@ -332,13 +332,18 @@ def test_bad_inputs_fail_with_one_line_before_loading_the_model(tmp_path, task, 
 
 def test_data_dir_default_and_missing(checkpoints, tmp_path, monkeypatch):
     monkeypatch.delenv("CONTRASTIVE_DECODING_DATA_DIR", raising=False)
+    monkeypatch.setenv("CONTRASTIVE_DECODING_CACHE", str(tmp_path / "cache"))  # never the user's cache
     monkeypatch.chdir(tmp_path)
     args = ["bench", "run", "test_tiny_generate", "--model", checkpoints["expert"], "--method", "greedy"]
     result = CliRunner().invoke(main, [*args, "--output-dir", "out"])
     assert result.exit_code == 1 and "--data-dir" in result.output
     monkeypatch.setenv("CONTRASTIVE_DECODING_DATA_DIR", str(tmp_path))  # exists, but holds no task files
     result = CliRunner().invoke(main, [*args, "--output-dir", "out"])
-    assert result.exit_code == 1 and "PROVENANCE.md" in result.output
+    assert (
+        result.exit_code == 1
+        and "tiny/generate.jsonl" in result.output
+        and "no known source" in result.output
+    )
     write_data(tmp_path)
     result = CliRunner().invoke(main, [*args, "--output-dir", "out", "--no-progress", "--limit", "2"])
     assert result.exit_code == 0, result.output

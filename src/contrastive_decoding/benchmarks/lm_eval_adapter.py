@@ -138,9 +138,9 @@ class ContrastiveLM(LM):
 
     def _score(self, contexts: list[str], continuations: list[str], normalize: bool | None = None):
         from ..scoring import score
-        from .runner import CHOICE_SCORING_DEFAULTS
+        from .runner import choice_scoring_defaults
 
-        params = {**CHOICE_SCORING_DEFAULTS.get(self.method, {}), **self.method_params}
+        params = {**choice_scoring_defaults(self.method), **self.method_params}
         if normalize is not None:
             params["normalize"] = normalize
         elif self.normalize is not None:

@@ -22,7 +22,7 @@ from .options import (
     set_option,
 )
 
-DATA_DIR_ENV = "CONTRASTIVE_DECODING_DATA_DIR"
+DATA_DIR_ENV = "CONTRASTIVE_DECODING_DATA_DIR"  # the same name as benchmarks.data.DATA_DIR_ENV
 
 
 @click.group("bench")
@@ -30,9 +30,10 @@ def bench_group() -> None:
     """Benchmarks: run a task with a decoding method (resumable), sweep settings, report tables and plots.
 
     \b
-    Data files are read from --data-dir, default: $CONTRASTIVE_DECODING_DATA_DIR, else ../shared/data
-    relative to the current directory. Each task folder there has a PROVENANCE.md saying where its files
-    come from (source repository and commit, license, transformations); INDEX.md lists the folders.
+    Data files are read from --data-dir, else $CONTRASTIVE_DECODING_DATA_DIR (both as given: nothing is
+    downloaded), else the cache, which `bench run` fills on first use from each file's original source
+    (a pinned commit; checked by sha256), or from --mirror. `contrastive-decoding data list` shows the
+    sources and licenses; `data pull NAME|all` fetches ahead of time.
     """
 
 
@@ -48,33 +49,17 @@ def bench_list() -> None:
         click.echo(f"{name:24s} {task_class.kind:9s} {task_class.description}")
 
 
-def _resolve_data_dir(data_dir: Path | None) -> Path:
-    """--data-dir, else $CONTRASTIVE_DECODING_DATA_DIR, else ../shared/data if it exists."""
-    import os
+def _task_data_dir(task: Any, data_dir: Path | None, mirror: str | None) -> Path:
+    """The data root for ``task``: --data-dir / $CONTRASTIVE_DECODING_DATA_DIR as given (nothing downloaded), else
+    the cache, filled from the original sources (or --mirror) on first use."""
+    from ..benchmarks.data import DataError, ensure_task_data
 
-    if data_dir is None and os.environ.get(DATA_DIR_ENV):
-        data_dir = Path(os.environ[DATA_DIR_ENV]).expanduser()
-    if data_dir is None:
-        default = Path.cwd().parent / "shared" / "data"
-        if not default.is_dir():
-            raise click.ClickException(
-                f"no data directory: pass --data-dir DIR or set {DATA_DIR_ENV} (../shared/data, the default, "
-                "does not exist here)"
-            )
-        data_dir = default
-    if not data_dir.is_dir():
-        raise click.ClickException(f"data directory {data_dir} does not exist")
-    return data_dir
-
-
-def _check_data_files(task: Any, data_dir: Path) -> None:
-    missing = [relative for relative in task.data_files if not (data_dir / relative).is_file()]
-    if missing:
-        folder = Path(missing[0]).parts[0]
-        raise click.ClickException(
-            f"task {task.name!r} needs {', '.join(missing)} under {data_dir}, not found "
-            f"(see {data_dir / folder / 'PROVENANCE.md'} for where the files come from)"
+    try:
+        return ensure_task_data(
+            task, data_dir=data_dir, mirror=mirror, progress=lambda m: click.echo(m, err=True)
         )
+    except DataError as error:
+        raise click.ClickException(str(error)) from error
 
 
 def _bench_settings(
@@ -105,7 +90,7 @@ def _bench_model_options(function: Any) -> Any:
         set_option("Method or sampling parameter (repeat)."),
         amateur_model_option,
         backend_option(
-            "hf: transformers; vllm: a vLLM engine (generation tasks; greedy, dola, expert_amateur and sampling)."
+            "hf: transformers; vllm: a vLLM engine (generation tasks; `methods` lists what runs there)."
         ),
         dtype_option,
         device_option,
@@ -121,7 +106,13 @@ def _bench_model_options(function: Any) -> Any:
             "--data-dir",
             type=click.Path(file_okay=False, path_type=Path),
             default=None,
-            help=f"Benchmark data root [default: ${DATA_DIR_ENV}, else ../shared/data].",
+            help=f"Benchmark data root, used as is [default: ${DATA_DIR_ENV}, else the cache, pulled on first use].",
+        ),
+        click.option(
+            "--mirror",
+            default=None,
+            help="Fetch missing data from this mirror (URL or folder laid out <mirror>/<folder>/<file>) "
+            "instead of the original sources [default: $CONTRASTIVE_DECODING_DATA_MIRROR].",
         ),
         batch_size_option,
         click.option(
@@ -157,6 +148,7 @@ def _run_all(
     dtype: str,
     device: str,
     data_dir: Path | None,
+    mirror: str | None = None,
     **run_options: Any,
 ) -> None:
     """Load the models once, then run ``task`` with each (method, params, run directory) and echo its summary.
@@ -164,13 +156,14 @@ def _run_all(
     ``run_options`` (limit, seed, batch_size, progress) go to :func:`run_task` as they are.
     """
     from ..benchmarks.runner import run_task
+    from ..decoding import AMATEUR_METHODS
 
-    if any(method == "expert_amateur" for method, _, _ in runs) and amateur_model is None:
+    needing = sorted({method for method, _, _ in runs if method in AMATEUR_METHODS})
+    if needing and amateur_model is None:
         raise click.ClickException(
-            "expert_amateur needs --amateur-model (a smaller model with the same tokenizer)"
+            f"{', '.join(needing)} needs --amateur-model (a smaller model with the same tokenizer)"
         )
-    data_dir = _resolve_data_dir(data_dir)
-    _check_data_files(task, data_dir)
+    data_dir = _task_data_dir(task, data_dir, mirror)
     model, tokenizer, amateur, amateur_tokenizer = load_models(
         model_name, amateur_model, dtype, device, backend
     )
@@ -220,6 +213,7 @@ def bench_run(
     limit: int | None,
     seed: int,
     data_dir: Path | None,
+    mirror: str | None,
     batch_size: int,
     output_dir: Path,
     progress: bool,
@@ -246,6 +240,7 @@ def bench_run(
         dtype,
         device,
         data_dir,
+        mirror=mirror,
         limit=limit,
         seed=seed,
         batch_size=batch_size,
@@ -330,6 +325,7 @@ def bench_sweep(
     limit: int | None,
     seed: int,
     data_dir: Path | None,
+    mirror: str | None,
     batch_size: int,
     output_dir: Path,
     progress: bool,
@@ -368,6 +364,7 @@ def bench_sweep(
         dtype,
         device,
         data_dir,
+        mirror=mirror,
         limit=limit,
         seed=seed,
         batch_size=batch_size,
@@ -386,12 +383,61 @@ def bench_sweep(
     type=click.Path(file_okay=False, path_type=Path),
     help="Report directory.",
 )
-def bench_report(run_dirs: tuple[Path, ...], output_dir: Path) -> None:
-    """Tables (report.md, report.csv) and one bar chart per task over finished RUN_DIRS."""
+@click.option(
+    "--baseline", default="plain", show_default=True, help="Method every other method is compared with."
+)
+@click.option(
+    "--alpha", type=float, default=0.05, show_default=True, help="Significance level of the paired tests."
+)
+@click.option(
+    "--correction",
+    type=click.Choice(["holm", "none"]),
+    default="holm",
+    show_default=True,
+    help="Multiple-comparison correction across one task's comparisons.",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap / permutation draws."
+)
+@click.option(
+    "--resamples", type=click.IntRange(1), default=9999, show_default=True, help="Bootstrap resamples."
+)
+@click.option(
+    "--resamples-recomputed",
+    type=click.IntRange(1),
+    default=999,
+    show_default=True,
+    help="Resamples for metrics recomputed from resampled items (F1, CHAIR_i, diversity).",
+)
+def bench_report(
+    run_dirs: tuple[Path, ...],
+    output_dir: Path,
+    baseline: str,
+    alpha: float,
+    correction: str,
+    seed: int,
+    resamples: int,
+    resamples_recomputed: int,
+) -> None:
+    """Tables (report.md, report.csv, comparisons.csv) and one bar chart per task over finished RUN_DIRS.
+
+    Every metric gets a bootstrap 95% interval over items and its item count; every method is compared with
+    --baseline on the same items (McNemar for accuracies, paired permutation otherwise), marked significant
+    only when its (corrected) p is below --alpha.
+    """
     from ..benchmarks.report import write_report
 
     try:
-        written = write_report(list(run_dirs), output_dir)
+        written = write_report(
+            list(run_dirs),
+            output_dir,
+            baseline=baseline,
+            alpha=alpha,
+            correction=correction,
+            seed=seed,
+            n_resamples=resamples,
+            n_resamples_recomputed=resamples_recomputed,
+        )
     except KeyError as error:
         raise click.ClickException(
             f"a summary.json lacks the field {error}; is it from `bench run`?"

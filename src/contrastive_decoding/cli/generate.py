@@ -31,13 +31,15 @@ DEMO_QUESTION = "Question: In which city is the Eiffel Tower?\nAnswer:"
 
 @click.command("methods")
 def methods_command() -> None:
-    """Every decoding method with its parameters and defaults."""
-    from ..api import SAMPLING_PARAMETERS
-    from ..decoding import METHOD_CONFIGS, method_parameters
+    """Every decoding method: its parameters and defaults, and where it runs (read from the method registry)."""
+    from ..decoding import method_parameters, registry
+    from ..method_call import SAMPLING_PARAMETERS
 
-    for method in METHOD_CONFIGS:
-        params = ", ".join(f"{key}={value!r}" for key, value in method_parameters(method).items())
-        click.echo(f"{method:20s} {params or '(no parameters)'}")
+    for spec in registry.specs():
+        params = ", ".join(f"{key}={value!r}" for key, value in method_parameters(spec.name).items())
+        aliases = f" (or {', '.join(spec.aliases)})" if spec.aliases else ""
+        vllm = "vllm" if spec.vllm.served else "hf only"
+        click.echo(f"{spec.name:20s} {params or '(no parameters)'}  [{vllm}]{aliases}")
     click.echo(f"{'(every method)':20s} {', '.join(SAMPLING_PARAMETERS)}")
 
 
@@ -47,13 +49,13 @@ def methods_command() -> None:
     "--method",
     "methods",
     multiple=True,
-    default=("greedy",),
+    default=("plain",),
     show_default=True,
     help="Decoding method; repeat it (or pass 'all') with --prompt for a side-by-side table.",
 )
 @set_option("Method or sampling parameter.")
 @amateur_model_option
-@backend_option("hf: transformers; vllm: a vLLM engine (the `vllm` extra; greedy, dola and expert_amateur).")
+@backend_option("hf: transformers; vllm: a vLLM engine (the `vllm` extra; `methods` lists what runs there).")
 @dtype_option
 @device_option
 @click.option("--max-new-tokens", type=click.IntRange(1), default=64, show_default=True)
@@ -137,7 +139,7 @@ def generate_command(
         method_list = [
             m
             for m in METHOD_CONFIGS
-            if (m == "greedy" or (m in IMAGE_METHODS) == with_image)
+            if (m == "plain" or (m in IMAGE_METHODS) == with_image)
             and (m not in CONDITION_METHODS or bool(condition_texts))
         ]
     else:
@@ -152,8 +154,15 @@ def generate_command(
     row_images = _row_images(rows, input_path) if rows is not None else None
     if image_path is not None and prompt is None:
         raise click.UsageError('--image goes with --prompt; in an --input file give each row an "image"')
-    if backend == "vllm" and (image_path is not None or row_images or set(method_list) & IMAGE_METHODS):
-        raise click.UsageError("image methods and images run on the hf backend only, for now")
+    if backend == "vllm":
+        from ..decoding import registry
+
+        for method in method_list:
+            spec = registry.get_spec(method)
+            if not spec.vllm.served:
+                raise click.UsageError(f"{method} runs on the hf backend only, for now: {spec.vllm.reason}")
+        if image_path is not None or row_images:
+            raise click.UsageError("images run on the hf backend only, for now")
 
     from ..api import generate_outputs
 

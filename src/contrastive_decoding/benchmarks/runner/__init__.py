@@ -20,7 +20,7 @@ seed (``seed + k``) as in an uninterrupted run, and the results are the same.
 
 Modules: ``run`` (:func:`run_task`, the loop over items), ``store`` (the files, atomic writes, resume),
 ``fingerprint`` (model / data hashes, the metadata, :data:`RUN_CONFIG_KEYS`), ``validation`` (parameter, method
-and backend checks, :data:`CHOICE_SCORING_DEFAULTS`). Every public name is importable from here.
+and backend checks, :func:`choice_scoring_defaults`). Every public name is importable from here.
 """
 
 from .fingerprint import (
@@ -37,14 +37,14 @@ from .fingerprint import (
 from .run import RunSummary, run_task
 from .store import LOCK_FILE, METADATA_FILE, RESULTS_FILE, SUMMARY_FILE, read_results, write_json_atomic
 from .validation import (
-    CHOICE_SCORING_DEFAULTS,
     SCORE_ONLY_PARAMETERS,
+    choice_scoring_defaults,
     validate_backend,
     validate_run_params,
 )
 
 __all__ = [
-    "CHOICE_SCORING_DEFAULTS",
+    "choice_scoring_defaults",
     "FULL_HASH_LIMIT_BYTES",
     "LOCK_FILE",
     "METADATA_FILE",

@@ -4,6 +4,7 @@ and the resume semantics."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -26,7 +27,13 @@ from .store import (
     read_results,
     write_json_atomic,
 )
-from .validation import CHOICE_SCORING_DEFAULTS, check_items, check_run_arguments, validate_run_params
+from .validation import (
+    SCORE_ONLY_PARAMETERS,
+    check_items,
+    check_run_arguments,
+    choice_scoring_defaults,
+    validate_run_params,
+)
 
 logger = logging.getLogger(__package__)  # "contrastive_decoding.benchmarks.runner", as before the split
 
@@ -90,6 +97,7 @@ class _ItemRunner:
         progress_bar: Any,
     ) -> None:
         from ...decoding import CONTEXT_FREE_METHODS
+        from ...method_call import method_call
 
         self.task = task
         self.model = model
@@ -103,6 +111,9 @@ class _ItemRunner:
         self.results_handle = results_handle
         self.progress_bar = progress_bar
         self.needs_context_free = method in CONTEXT_FREE_METHODS
+        # the method's config, built once here and reused by every item (score / generate_outputs take it)
+        self.call = method_call(method, **{k: v for k, v in params.items() if k not in SCORE_ONLY_PARAMETERS})
+        self.score_options = {key: params[key] for key in SCORE_ONLY_PARAMETERS if key in params}
         self.engine = model if is_vllm_engine(model) else None
         self.rows: dict[str, dict[str, Any]] = {}
 
@@ -149,12 +160,12 @@ class _ItemRunner:
                 self.tokenizer,
                 contexts,
                 list(item.choices),
-                self.method,
+                self.call,
                 context_free_contexts=free,
                 amateur_model=self.amateur_model,
                 amateur_tokenizer=self.amateur_tokenizer,
                 batch_size=self.batch_size,
-                **self.params,
+                **self.score_options,
             )
             output = ItemOutput(choice_logprobs=tuple(float(result.logprob) for result in scores))
         except Exception as error:
@@ -203,11 +214,14 @@ class _ItemRunner:
                 raise ValueError(
                     f"item(s) {', '.join(missing)} mark no conditions, which {self.method} needs"
                 )
+        call = dataclasses.replace(
+            self.call, sampling={**self.call.sampling, **self._sampling_seed(seed_offset)}
+        )
         outputs = generate_outputs(
             self.model,
             self.tokenizer,
             [item.context for item in items],
-            self.method,
+            call,
             context_free_prompts=free,
             images=images,
             conditions=conditions,
@@ -215,7 +229,6 @@ class _ItemRunner:
             amateur_tokenizer=self.amateur_tokenizer,
             max_new_tokens=self.task.max_new_tokens,
             batch_size=len(items),
-            **params,
         )
         return [
             ItemOutput(text=output.text, token_ids=tuple(output.token_ids), extras=dict(output.extras))
@@ -288,7 +301,7 @@ def run_task(
     parameters or a task without the inputs the method needs.
     """
     if task.kind == "choice":
-        params = {**CHOICE_SCORING_DEFAULTS.get(method, {}), **params}
+        params = {**choice_scoring_defaults(method), **params}
     validate_run_params(task, method, params)
     engine_amateur = getattr(model, "amateur_path", None) if is_vllm_engine(model) else None
     check_run_arguments(method, amateur_model, engine_amateur, batch_size, limit)

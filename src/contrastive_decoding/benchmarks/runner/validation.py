@@ -7,21 +7,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ...decoding import registry
+from ...decoding.spec import AMATEUR, CONTEXT_FREE_PROMPT, IMAGE
 from ..tasks.base import Item, Task
 
 # Parameters ``score`` takes besides the method's own (choice tasks only).
 SCORE_ONLY_PARAMETERS = ("normalize",)
-# Multiple-choice scoring defaults per method, applied unless the user sets the key: DoLa's TruthfulQA MC and
-# FACTOR scripts sum the raw contrast log p_final - log p_premature with no relative-top filter
-# (relative_top=0, post_softmax=False); generation's relative-top head would give many answers -inf. The
-# plausibility head of expert-amateur CD and layer fusion is the same kind of generation-time device: with it, a
-# multi-token answer with one token outside the head scores -inf, and on FACTOR / TruthfulQA every choice did
-# (measured: all four FACTOR completions -inf on 10 of 10 items). They score the summed raw contrast too.
-CHOICE_SCORING_DEFAULTS: dict[str, dict[str, Any]] = {
-    "dola": {"relative_top": 0.0, "normalize": False},
-    "expert_amateur": {"plausibility_alpha": 0.0, "normalize": False},
-    "layer_fusion": {"plausibility_alpha": 0.0, "normalize": False},
-}
+
+
+def choice_scoring_defaults(method: str) -> dict[str, Any]:
+    """Multiple-choice scoring defaults of ``method`` (``MethodSpec.scoring.choice_defaults``), applied unless the
+    user sets the key: e.g. DoLa's TruthfulQA MC and FACTOR scripts sum the raw contrast with no relative-top
+    filter, and expert-amateur / layer fusion score without their generation-time plausibility head."""
+    return registry.choice_defaults(method)
 
 
 def validate_run_params(task: Task, method: str, params: dict[str, Any]) -> None:
@@ -31,21 +29,22 @@ def validate_run_params(task: Task, method: str, params: dict[str, Any]) -> None
     (teacher-forced scoring) take the method's parameters and ``normalize``, no sampling parameters, and no
     ``contrastive_search`` (it defines no distribution to score under). Raises ValueError naming the problem.
     """
-    from ...api import SAMPLING_PARAMETERS, sampling_kwargs, split_parameters
-    from ...decoding import IMAGE_METHODS, check_method, make_method_config, method_parameters
+    from ...decoding import make_method_config, method_parameters
+    from ...method_call import SAMPLING_PARAMETERS, check_sampling, split_parameters
 
-    check_method(method)
+    spec = registry.get_spec(method)
     method_names = method_parameters(method)
     if task.kind == "choice":
-        if method in IMAGE_METHODS:
+        if spec.takes(IMAGE):
             raise ValueError(
                 f"task {task.name!r} scores text answer choices; {method} contrasts images and runs on "
                 "pope-mini, pope-* and chair"
             )
-        if method == "contrastive_search":
+        if not spec.scoring.scores:
+            scorers = ", ".join(s.name for s in registry.specs() if s.scoring.scores)
             raise ValueError(
-                f"task {task.name!r} scores answer choices, and contrastive_search defines no distribution over "
-                "tokens to score them under; use greedy, dola, expert_amateur, cad or adacad"
+                f"task {task.name!r} scores answer choices, and {method} cannot score: {spec.scoring.reason} "
+                f"Methods that score: {scorers}"
             )
         sampling = [key for key in params if key in SAMPLING_PARAMETERS and key not in method_names]
         if sampling:
@@ -66,15 +65,11 @@ def validate_run_params(task: Task, method: str, params: dict[str, Any]) -> None
         )
     own, sampling = split_parameters(method, params)
     make_method_config(method, **own)
-    sampling_kwargs(sampling)
-    if method == "contrastive_search" and sampling.get("do_sample"):
-        raise ValueError("contrastive_search is deterministic; do_sample=True is not supported with it")
+    check_sampling(method, sampling)
 
 
 def validate_backend(task: Task, method: str, backend: str) -> None:
     """Raise ValueError when ``--backend vllm`` cannot run ``method`` on ``task`` (checked before loading)."""
-    from ...decoding import CONTEXT_FREE_METHODS, IMAGE_METHODS
-
     if backend != "vllm":
         return
     if task.kind == "choice":
@@ -82,8 +77,11 @@ def validate_backend(task: Task, method: str, backend: str) -> None:
             f"task {task.name!r} scores answer choices (teacher forcing under the method's distribution), "
             "which runs on the hf backend only; use --backend hf"
         )
-    if method in CONTEXT_FREE_METHODS or method in IMAGE_METHODS:
-        raise ValueError(f"{method} runs on the hf backend only, for now; use --backend hf")
+    spec = registry.get_spec(method)
+    if not spec.vllm.served:
+        raise ValueError(
+            f"{method} runs on the hf backend only, for now ({spec.vllm.reason}); use --backend hf"
+        )
 
 
 def check_run_arguments(
@@ -91,9 +89,7 @@ def check_run_arguments(
 ) -> None:
     """Raise ValueError when ``method`` needs an amateur and has none (``engine_amateur``: the one a vLLM
     engine holds), or ``batch_size`` / ``limit`` are not integers in range."""
-    from ...decoding import AMATEUR_METHODS
-
-    if method in AMATEUR_METHODS and amateur_model is None and engine_amateur is None:
+    if AMATEUR in registry.get_spec(method).needs and amateur_model is None and engine_amateur is None:
         raise ValueError(f"{method} needs an amateur model (a smaller model with the same tokenizer)")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
@@ -104,20 +100,19 @@ def check_run_arguments(
 def check_items(task: Task, method: str, items: Sequence[Item], backend: str) -> None:
     """Raise ValueError when ``task``'s loaded ``items`` repeat an id or lack what ``method`` needs (a
     context-free prompt, an image), or ``backend`` cannot run ``method`` on ``task``."""
-    from ...decoding import CONTEXT_FREE_METHODS, IMAGE_METHODS
-
+    spec = registry.get_spec(method)
     if len({item.id for item in items}) != len(items):
         repeated = sorted({item.id for item in items if sum(other.id == item.id for other in items) > 1})
         raise ValueError(
             f"task {task.name!r} has repeated item ids ({', '.join(repeated[:5])}); ids must be unique"
         )
-    if method in CONTEXT_FREE_METHODS and items and all(item.context_free is None for item in items):
+    if spec.takes(CONTEXT_FREE_PROMPT) and items and all(item.context_free is None for item in items):
         raise ValueError(
             f"{method} contrasts each prompt with its context-free version, and task {task.name!r} gives none "
             "(its items have no context_free prompt)"
         )
     validate_backend(task, method, backend)
-    if method in IMAGE_METHODS and items and all(item.image is None for item in items):
+    if spec.takes(IMAGE) and items and all(item.image is None for item in items):
         raise ValueError(
             f"{method} contrasts images, and task {task.name!r} has none: use it on pope-mini, pope-* or chair "
             "with a vision-language model"
