@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -18,27 +17,10 @@ from .decoding import (
     method_parameters,
 )
 from .decoding._validation import did_you_mean
+from .generation import SAMPLING_PARAMETERS as SAMPLING_PARAMETERS
+from .generation import GenerationOutput as GenerationOutput
+from .generation import sampling_kwargs as sampling_kwargs
 from .models import pad_left
-from .samplers import SamplingConfig
-
-# Parameters of plain generation that every method accepts (contrastive search's own ``top_k`` wins).
-SAMPLING_PARAMETERS = (
-    "do_sample",
-    "temperature",
-    "top_k",
-    "top_p",
-    "typical_p",
-    "seed",
-    "repetition_penalty",
-)
-
-
-@dataclass
-class GenerationOutput:
-    text: str
-    token_ids: list[int]
-    prompt_tokens: int
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 def split_parameters(method: str, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -75,23 +57,6 @@ def _hf_function(method: str):
         "condition_contrast": hf.condition_contrast,
         "layer_fusion": hf.layer_fusion,
     }.get(method)
-
-
-def sampling_kwargs(sampling_params: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
-    """Validate sampling parameters; return (kwargs for ``model.generate``, seed or None)."""
-    params = dict(sampling_params)
-    repetition_penalty = params.pop("repetition_penalty", None)
-    config = SamplingConfig(**params)  # validates ranges
-    kwargs: dict[str, Any] = {"do_sample": config.do_sample}
-    if config.do_sample:
-        kwargs.update(
-            temperature=config.temperature, top_k=config.top_k, top_p=config.top_p, typical_p=config.typical_p
-        )
-    if repetition_penalty is not None:
-        if not isinstance(repetition_penalty, (int, float)) or repetition_penalty <= 0:
-            raise ValueError(f"repetition_penalty must be in (0, inf), got {repetition_penalty!r}")
-        kwargs["repetition_penalty"] = float(repetition_penalty)
-    return kwargs, config.seed
 
 
 def context_limit(model) -> int | None:
