@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from .decoding import registry
 from .decoding.spec import AMATEUR, CONDITIONS, CONTEXT_FREE_PROMPT, IMAGE
-from .method_call import SAMPLING_PARAMETERS, MethodCall, method_call, split_parameters
+from .generation import SAMPLING_PARAMETERS, GenerationOutput, sampling_kwargs
+from .method_call import MethodCall, method_call, split_parameters
 from .models import use_left_padding
-from .samplers.config import SamplingConfig
 
 __all__ = [
     "SAMPLING_PARAMETERS",
@@ -21,16 +20,9 @@ __all__ = [
     "generate",
     "generate_outputs",
     "method_call",
+    "sampling_kwargs",
     "split_parameters",
 ]
-
-
-@dataclass
-class GenerationOutput:
-    text: str
-    token_ids: list[int]
-    prompt_tokens: int
-    extras: dict[str, Any] = field(default_factory=dict)
 
 
 def _hf_function(call: MethodCall):
@@ -38,23 +30,6 @@ def _hf_function(call: MethodCall):
     if call.name == registry.PLAIN:
         return None
     return registry.load(call.spec.hf_function)
-
-
-def sampling_kwargs(sampling_params: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
-    """Validate sampling parameters; return (kwargs for ``model.generate``, seed or None)."""
-    params = dict(sampling_params)
-    repetition_penalty = params.pop("repetition_penalty", None)
-    config = SamplingConfig(**params)  # validates ranges
-    kwargs: dict[str, Any] = {"do_sample": config.do_sample}
-    if config.do_sample:
-        kwargs.update(
-            temperature=config.temperature, top_k=config.top_k, top_p=config.top_p, typical_p=config.typical_p
-        )
-    if repetition_penalty is not None:
-        if not isinstance(repetition_penalty, (int, float)) or repetition_penalty <= 0:
-            raise ValueError(f"repetition_penalty must be in (0, inf), got {repetition_penalty!r}")
-        kwargs["repetition_penalty"] = float(repetition_penalty)
-    return kwargs, config.seed
 
 
 def context_limit(model) -> int | None:

@@ -18,18 +18,8 @@ from .decoding import make_method_config, method_parameters
 from .decoding._validation import check_range, did_you_mean
 from .decoding.registry import get_spec
 from .decoding.spec import MethodSpec
+from .generation import SAMPLING_PARAMETERS
 from .samplers.config import SamplingConfig
-
-# Parameters of plain generation that every method accepts (contrastive search's own ``top_k`` wins).
-SAMPLING_PARAMETERS = (
-    "do_sample",
-    "temperature",
-    "top_k",
-    "top_p",
-    "typical_p",
-    "seed",
-    "repetition_penalty",
-)
 
 
 def split_parameters(method: str, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

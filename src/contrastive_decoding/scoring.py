@@ -379,17 +379,17 @@ def score(
             )
             free_texts = [instruction + context for context in contexts]
         else:
-            from .backends.hf.generate import check_same_vocabulary
+            from .backends.hf.generate import shared_vocabulary_size
 
-            vocab_size = check_same_vocabulary(model, amateur_model, tokenizer, amateur_tokenizer)
+            vocab_size = shared_vocabulary_size(model, amateur_model, tokenizer, amateur_tokenizer)
     if method == "dola":
         from .backends.hf.early_exit import EarlyExitHeads
 
         heads = EarlyExitHeads(model, cfg.dola_layers, apply_final_norm=cfg.early_exit_norm)
     if AMATEUR in spec.needs:
-        from .backends.hf.generate import check_same_vocabulary
+        from .backends.hf.generate import shared_vocabulary_size
 
-        vocab_size = check_same_vocabulary(model, amateur_model, tokenizer, amateur_tokenizer)
+        vocab_size = shared_vocabulary_size(model, amateur_model, tokenizer, amateur_tokenizer)
 
     if not contexts:
         return []

@@ -379,7 +379,8 @@ def test_a_stream_closed_early_frees_its_requests(server, client, case):
 
 
 def test_serve_arguments_put_user_options_over_ours(models):
-    from contrastive_decoding.backends.vllm.server import MIDDLEWARE, serve_arguments
+    from contrastive_decoding.backends.vllm.launch import serve_arguments
+    from contrastive_decoding.backends.vllm.middleware import MIDDLEWARE
 
     user = ["--dtype", "bfloat16", "--no-enforce-eager", "--hf-overrides", '{"max_position_embeddings": 128}']
     args = serve_arguments("tiny", str(models["expert"]), str(models["amateur"]), [*user, "--port", "9"])
@@ -398,6 +399,18 @@ def test_serve_arguments_put_user_options_over_ours(models):
         "tiny", str(models["expert"]), None, ["--served-model-name", "x", "--gpu_memory_utilization=0.2"]
     )
     assert named.count("--served-model-name") == 1 and "--gpu-memory-utilization" not in named
+    legacy = "contrastive_decoding.backends.vllm.server.ContrastiveMiddleware"  # the README's name before
+    assert (
+        serve_arguments("tiny", str(models["expert"]), None, ["--middleware", legacy]).count("--middleware")
+        == 1
+    )
+
+
+def test_the_former_server_module_names_the_same_middleware():
+    from contrastive_decoding.backends.vllm import launch, middleware, server
+
+    assert server.ContrastiveMiddleware is middleware.ContrastiveMiddleware
+    assert server.serve_arguments is launch.serve_arguments and server.run_vllm_serve is launch.run_vllm_serve
 
 
 async def echo_app(scope, receive, send):
@@ -429,7 +442,7 @@ def call(state, method: str, path: str, body: dict | None = None, headers: dict 
     import asyncio
     from types import SimpleNamespace
 
-    from contrastive_decoding.backends.vllm.server import ContrastiveMiddleware
+    from contrastive_decoding.backends.vllm.middleware import ContrastiveMiddleware
 
     middleware = ContrastiveMiddleware(echo_app)
 

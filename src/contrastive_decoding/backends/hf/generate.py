@@ -10,8 +10,6 @@ keyword arguments named in each signature (``dola_layers``, ``penalty_alpha``, .
 
 from __future__ import annotations
 
-import functools
-import os
 from typing import Any
 
 import torch
@@ -22,6 +20,8 @@ from ...decoding import context as context_math
 from ...decoding import contrastive_search as cs_math
 from ...decoding import dola as dola_math
 from ...decoding import expert_amateur as ea_math
+from ...vocabulary import check_same_tokenizer as check_same_tokenizer  # re-exported for cli serve
+from ...vocabulary import check_same_vocabulary, checkpoint_tokenizer
 from .loop import LoopControls, generate_streamer, run_decode_loop
 from .steppers import (
     ContextPairStepper,
@@ -167,7 +167,7 @@ def expert_amateur(
     )
     if amateur_model is None:
         raise ValueError("expert_amateur needs amateur_model=<a smaller model with the same tokenizer>")
-    vocab_size = check_same_vocabulary(model, amateur_model, expert_tokenizer, amateur_tokenizer)
+    vocab_size = shared_vocabulary_size(model, amateur_model, expert_tokenizer, amateur_tokenizer)
     controls, attention_mask = _prepare(
         model, "expert_amateur", logits_processor, stopping_criteria, generation_config, model_kwargs
     )
@@ -261,62 +261,24 @@ def _context_pair(
     return run_decode_loop(input_ids, stepper, controls)
 
 
-def check_same_vocabulary(
+def shared_vocabulary_size(
     expert: PreTrainedModel,
     amateur: PreTrainedModel,
     expert_tokenizer: Any = None,
     amateur_tokenizer: Any = None,
 ) -> int:
-    """The number of leading vocabulary entries expert and amateur share; a clear error when the amateur
-    cannot be contrasted with the expert token for token.
-
-    Tokenizers (given, or loaded from local checkpoint directories) must have the same vocabulary. LM heads
-    may be padded to different sizes past the tokenizer's vocabulary; then the shared size is the smaller.
-    """
-    expert_tokenizer = expert_tokenizer if expert_tokenizer is not None else checkpoint_tokenizer(expert)
-    amateur_tokenizer = amateur_tokenizer if amateur_tokenizer is not None else checkpoint_tokenizer(amateur)
-    both = expert_tokenizer is not None and amateur_tokenizer is not None
-    if both:
-        check_same_tokenizer(expert_tokenizer, amateur_tokenizer)
-    expert_size = expert.get_output_embeddings().weight.shape[0]
-    amateur_size = amateur.get_output_embeddings().weight.shape[0]
-    if expert_size == amateur_size:
-        return expert_size
-    if both and len(expert_tokenizer) <= min(expert_size, amateur_size):
-        return min(expert_size, amateur_size)  # same tokenizer, LM heads padded differently
-    raise ValueError(
-        f"amateur_model's vocabulary ({amateur_size} tokens) differs from the expert's ({expert_size}): "
-        "expert and amateur must share one tokenizer."
+    """:func:`contrastive_decoding.vocabulary.check_same_vocabulary` on two transformers models: their LM-head
+    sizes, and their tokenizers (given, or loaded from the models' local checkpoint directories)."""
+    if expert_tokenizer is None:
+        expert_tokenizer = checkpoint_tokenizer(getattr(expert.config, "_name_or_path", None))
+    if amateur_tokenizer is None:
+        amateur_tokenizer = checkpoint_tokenizer(getattr(amateur.config, "_name_or_path", None))
+    return check_same_vocabulary(
+        expert.get_output_embeddings().weight.shape[0],
+        amateur.get_output_embeddings().weight.shape[0],
+        expert_tokenizer,
+        amateur_tokenizer,
     )
-
-
-def check_same_tokenizer(expert_tokenizer: Any, amateur_tokenizer: Any) -> None:
-    """Raise a clear error unless the two tokenizers have the same vocabulary, token for token."""
-    if expert_tokenizer.get_vocab() != amateur_tokenizer.get_vocab():
-        raise ValueError(
-            f"the amateur's tokenizer ({len(amateur_tokenizer)} tokens) differs from the expert's "
-            f"({len(expert_tokenizer)} tokens): expert and amateur must share one tokenizer, e.g. "
-            "Qwen2.5-Coder-1.5B with Qwen2.5-Coder-0.5B."
-        )
-
-
-def checkpoint_tokenizer(model: PreTrainedModel) -> Any:
-    """The tokenizer saved beside a model loaded from a local directory, else None (never downloads)."""
-    path = getattr(model.config, "_name_or_path", "") or ""
-    if not path or not os.path.isdir(path):
-        return None
-    if not any(
-        os.path.exists(os.path.join(path, name)) for name in ("tokenizer.json", "tokenizer_config.json")
-    ):
-        return None
-    return _load_tokenizer(os.path.abspath(path))
-
-
-@functools.lru_cache(maxsize=8)
-def _load_tokenizer(path: str) -> Any:
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(path)
 
 
 def _cache_layers(model: PreTrainedModel) -> list:

@@ -20,7 +20,7 @@ from transformers import GenerationConfig, LogitsProcessorList, PreTrainedModel,
 
 from ...decoding import layer_fusion as fusion_math
 from .early_exit import check_dola_architecture, final_norm
-from .generate import _expand_rows, _prepare, check_same_vocabulary
+from .generate import _expand_rows, _prepare, shared_vocabulary_size
 from .loop import run_decode_loop
 from .runner import OutputHead, SequenceRunner, last_logits, left_pad, unpad
 
@@ -173,7 +173,7 @@ def layer_fusion(
         )
     vocab_size = model.get_output_embeddings().weight.shape[0]
     if amateur_model is not None:
-        vocab_size = check_same_vocabulary(model, amateur_model, expert_tokenizer, amateur_tokenizer)
+        vocab_size = shared_vocabulary_size(model, amateur_model, expert_tokenizer, amateur_tokenizer)
     controls, attention_mask = _prepare(
         model, "layer_fusion", logits_processor, stopping_criteria, generation_config, model_kwargs
     )

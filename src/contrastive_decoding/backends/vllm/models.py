@@ -1,7 +1,7 @@
 """Model wrappers for vLLM: one class per supported architecture, registered by :mod:`.plugin`.
 
 A wrapper is the architecture's own vLLM class plus two things, both configured through ``hf_overrides``
-(which :class:`contrastive_decoding.vllm.LLM` fills in):
+(which :func:`.engine.engine_settings` fills in):
 
 - **DoLa**: ``forward`` also returns the hidden state of every layer (vLLM's auxiliary-hidden-state mechanism:
   layer i's residual stream before the final norm, i = 0 the embeddings, as transformers' ``hidden_states[i]``),
@@ -33,10 +33,10 @@ from vllm.sequence import IntermediateTensors
 
 from ...decoding import dola as dola_math
 from ...decoding import expert_amateur as ea_math
-from .processors import row_table
+from .plugin import AMATEUR_KEY
 from .requests import MethodRequest
+from .rows import engine_row_table
 
-AMATEUR_KEY = "contrastive_amateur_model"
 AMATEUR_PREFIX = "amateur"
 
 
@@ -45,13 +45,14 @@ class ContrastiveMixin:
 
     def __init__(self, *, vllm_config, prefix: str = "") -> None:
         super().__init__(vllm_config=vllm_config, prefix=prefix)
-        self.vllm_config = vllm_config
+        self.row_table = engine_row_table(vllm_config)  # shared with the logits processor (see .rows)
         config = vllm_config.model_config.hf_config
         self.num_layers = config.num_hidden_layers
         self.tie_word_embeddings = bool(getattr(config, "tie_word_embeddings", False))
         self.hidden_size = config.hidden_size
         # Capture layers 0 .. N-1 (0 = embeddings): every index a "low" / "high" bucket or a list can name.
-        self.model._set_aux_hidden_state_layers(tuple(range(self.num_layers)))
+        # (vLLM's public SupportsEagle3 interface, which both base classes implement.)
+        self.set_aux_hidden_state_layers(tuple(range(self.num_layers)))
         self.amateur: nn.Module | None = None
         self.amateur_path = getattr(config, AMATEUR_KEY, None)
         if self.amateur_path:
@@ -78,7 +79,7 @@ class ContrastiveMixin:
         width = self.hidden_size
         final = hidden_states[:, :width]  # [R, H]
         logits = super().compute_logits(final)  # [R, V], through the model's own LM head
-        rows = row_table(self.vllm_config).take_step(hidden_states.shape[0])
+        rows = self.row_table.claim_rows(hidden_states.shape[0])  # {} outside the step's sampling call
         if not rows or logits is None:
             return logits
         dola_rows = {row: request for row, request in rows.items() if request.method == "dola"}

@@ -7,6 +7,8 @@ This module imports no vLLM model code: the wrappers are registered as lazy ``mo
 from __future__ import annotations
 
 MODELS_MODULE = "contrastive_decoding.backends.vllm.models"
+# the ``hf_overrides`` key that gives a wrapper its amateur (a checkpoint directory); read on the model config
+AMATEUR_KEY = "contrastive_amateur_model"
 # the checkpoint's architecture -> the wrapper architecture that adds DoLa early exits and an amateur
 WRAPPERS = {
     "LlamaForCausalLM": "ContrastiveLlamaForCausalLM",

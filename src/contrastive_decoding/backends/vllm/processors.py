@@ -1,7 +1,8 @@
 """V1 logits processors for the vLLM backend.
 
 ``ContrastiveLogitsProcessor`` validates each request's method at admission (a ``ValueError`` there is an HTTP
-400 on the server) and keeps, per engine, the table of which batch row asks for which method. The model
+400 on the server) and fills the engine's row table (:mod:`.rows`: which batch row asks for which method, and
+the per-step order in which vLLM calls the processor and the model). The model
 wrappers (:mod:`.models`) read that table in ``compute_logits`` and write the method's scores into those rows
 only, so rows that ask for nothing get the plain logits and pay nothing. vLLM then runs penalties (e.g.
 DoLa's advised ``repetition_penalty``), temperature and its samplers on those scores, as the Hugging Face
@@ -22,7 +23,7 @@ temperature and before its top-k / top-p (transformers applies typical after the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from vllm import SamplingParams
@@ -34,37 +35,7 @@ from ...decoding import registry
 from ...samplers.config import SamplingConfig
 from ...samplers.warpers import apply_typical
 from .requests import PAIR_KEY, PAIR_METHODS, MethodRequest, parse_extra_args
-
-
-@dataclass
-class RowTable:
-    """Which row of the current batch asks for which method (rows that ask for none are absent)."""
-
-    rows: dict[int, MethodRequest] = field(default_factory=dict)
-    batch_size: int = 0
-    # Set when the batch was refreshed for a new step; the first ``compute_logits`` of the step (the one whose
-    # rows are the batch rows) consumes it. Later calls in the step (prompt logprobs) get plain logits.
-    pending: bool = False
-
-    def take_step(self, num_rows: int) -> dict[int, MethodRequest]:
-        """The method rows for this ``compute_logits`` call ({} when it is not the step's sampling call)."""
-        if not self.pending or not self.rows:
-            return {}
-        self.pending = False
-        if num_rows != self.batch_size:
-            raise RuntimeError(
-                f"contrastive-decoding: compute_logits got {num_rows} rows for a batch of {self.batch_size}; "
-                "method rows cannot be placed (speculative decoding and other multi-row modes are unsupported)"
-            )
-        return self.rows
-
-
-_TABLES: dict[str, RowTable] = {}
-
-
-def row_table(vllm_config) -> RowTable:
-    """The row table of one engine (processors and model wrapper live in the same worker process)."""
-    return _TABLES.setdefault(str(vllm_config.instance_id), RowTable())
+from .rows import engine_row_table
 
 
 def _method_entry(params: SamplingParams, _prompt_ids, _output_ids) -> MethodRequest | None:
@@ -175,21 +146,22 @@ class ContrastiveLogitsProcessor(LogitsProcessor):
                 raise ValueError("n > 1 needs sampling (temperature > 0)")
 
     def __init__(self, vllm_config, device: torch.device, is_pin_memory: bool) -> None:
-        self.table = row_table(vllm_config)
+        self.table = engine_row_table(
+            vllm_config
+        )  # shared with the model wrapper; see .rows for the protocol
         self.pairs: dict[int, PairRow] = {}
 
     def is_argmax_invariant(self) -> bool:
         return False  # method scores change the argmax; vLLM runs this before penalties, on every row
 
     def update_state(self, batch_update: BatchUpdate | None) -> None:
-        if batch_update is not None:
-            self.table.batch_size = batch_update.batch_size
+        batch_size = batch_update.batch_size if batch_update is not None else self.table.batch_size
         process_dict_updates(self.table.rows, batch_update, _method_entry)
         process_dict_updates(self.pairs, batch_update, _pair_entry)
-        self.table.pending = True
+        self.table.open_step(batch_size)
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
-        if self.table.pending and self.table.rows:
+        if not self.table.close_step():
             raise RuntimeError(
                 "contrastive-decoding: requests ask for a method but the model is not a contrastive-decoding "
                 "wrapper (start the engine with contrastive_decoding.vllm.LLM or its hf_overrides)"
