@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 import torch
 from PIL import Image, ImageEnhance, ImageFilter
 
+from ..samplers.seeding import perturbation_generator
 from ..samplers.warpers import RowParam, relative_top_mask
 from ._math import LOG_PROB_FLOOR
 from ._validation import check_int, check_range, choice_range, did_you_mean, number_range
@@ -159,26 +160,15 @@ def diffusion_noise(
 # Seeded generators
 # ------------------------------------------------------------------------------------------------------------
 
-_MASK64 = (1 << 64) - 1
-
-
-def _splitmix64(x: int) -> int:
-    x = (x + 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
-
 
 def seeded_generator(seed: int, request_index: int, device: torch.device | str = "cpu") -> torch.Generator:
     """A generator for sample ``request_index`` of a request seeded with ``seed``.
 
-    The two integers are hashed (splitmix64) into one 64-bit seed, so neighbouring seeds and indices give
-    unrelated streams: each image of a batch gets its own independent draw, the same one on every run.
+    :func:`contrastive_decoding.samplers.seeding.perturbation_generator`: the two integers are hashed
+    (splitmix64) into one 64-bit seed, so neighbouring seeds and indices give unrelated streams: each image of a
+    batch gets its own independent draw, the same one on every run.
     """
-    check_int("seed", seed, 0)
-    check_int("request_index", request_index, 0)
-    mixed = _splitmix64(_splitmix64(seed & _MASK64) ^ (request_index & _MASK64))
-    return torch.Generator(device=device).manual_seed(mixed)
+    return perturbation_generator(seed, request_index, device)
 
 
 # ------------------------------------------------------------------------------------------------------------

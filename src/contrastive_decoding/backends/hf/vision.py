@@ -33,6 +33,7 @@ from transformers import (
 )
 
 from ...decoding import image as image_math
+from ...samplers.seeding import SeedArg
 from .loop import LoopControls, generate_streamer, run_decode_loop
 
 # Keys of the image inputs a processor returns next to input_ids / attention_mask.
@@ -428,6 +429,7 @@ def _prepare_image_method(
     stopping_criteria: StoppingCriteriaList | None,
     generation_config: GenerationConfig | None,
     model_kwargs: dict[str, Any],
+    seed: SeedArg = None,
 ) -> tuple[VisionFamily, LoopControls, Branch]:
     family = vision_family(model, method)
     generation_config = generation_config if generation_config is not None else model.generation_config
@@ -443,7 +445,7 @@ def _prepare_image_method(
         raise ValueError(f"{method} takes input_ids with image inputs; inputs_embeds is not supported here")
     inputs = expand_image_inputs(inputs, input_ids, model)
     controls = LoopControls.from_generate(
-        logits_processor, stopping_criteria, generation_config, generate_streamer()
+        logits_processor, stopping_criteria, generation_config, generate_streamer(), seed
     )
     return family, controls, Branch(input_ids, inputs)
 
@@ -544,6 +546,7 @@ def vcd(
     image_processor: Any = None,
     perturbation: Callable[[Any], Any] | None = None,
     perturbed_inputs: dict[str, Any] | None = None,
+    seed: SeedArg = None,
     pixel_values: torch.Tensor | None = None,
     image_grid_thw: torch.Tensor | None = None,
     pixel_attention_mask: torch.Tensor | None = None,
@@ -568,6 +571,7 @@ def vcd(
         stopping_criteria,
         generation_config,
         {**model_kwargs, **_image_inputs(pixel_values, image_grid_thw, pixel_attention_mask, image_sizes)},
+        seed,
     )
     if perturbed_inputs is not None:
         perturbed = _branch_from_inputs(image, perturbed_inputs, "perturbed_inputs")
@@ -593,6 +597,7 @@ def ritual(
     image_processor: Any = None,
     perturbation: Callable[[Any], Any] | None = None,
     perturbed_inputs: dict[str, Any] | None = None,
+    seed: SeedArg = None,
     pixel_values: torch.Tensor | None = None,
     image_grid_thw: torch.Tensor | None = None,
     pixel_attention_mask: torch.Tensor | None = None,
@@ -613,6 +618,7 @@ def ritual(
         stopping_criteria,
         generation_config,
         {**model_kwargs, **_image_inputs(pixel_values, image_grid_thw, pixel_attention_mask, image_sizes)},
+        seed,
     )
     if perturbed_inputs is not None:
         transformed = _branch_from_inputs(image, perturbed_inputs, "perturbed_inputs")
@@ -641,6 +647,7 @@ def ritual_vcd(
     perturbation_seed: int | Sequence[int] = 0,
     images: Any = None,
     image_processor: Any = None,
+    seed: SeedArg = None,
     pixel_values: torch.Tensor | None = None,
     image_grid_thw: torch.Tensor | None = None,
     pixel_attention_mask: torch.Tensor | None = None,
@@ -664,6 +671,7 @@ def ritual_vcd(
         stopping_criteria,
         generation_config,
         {**model_kwargs, **_image_inputs(pixel_values, image_grid_thw, pixel_attention_mask, image_sizes)},
+        seed,
     )
     transformed = _transformed_branch(
         image, family, images, image_processor, perturbation_seed, ritual_transforms, "ritual_vcd"
@@ -683,6 +691,7 @@ def vdd(
     vdd_beta: float = 0.1,
     image_token_ids: Sequence[int] | None = None,
     perturbed_inputs: dict[str, Any] | None = None,
+    seed: SeedArg = None,
     pixel_values: torch.Tensor | None = None,
     image_grid_thw: torch.Tensor | None = None,
     pixel_attention_mask: torch.Tensor | None = None,
@@ -703,6 +712,7 @@ def vdd(
         stopping_criteria,
         generation_config,
         {**model_kwargs, **_image_inputs(pixel_values, image_grid_thw, pixel_attention_mask, image_sizes)},
+        seed,
     )
     if perturbed_inputs is not None:
         without = _branch_from_inputs(image, perturbed_inputs, "perturbed_inputs")
@@ -711,3 +721,31 @@ def vdd(
         without = _no_image_branch(model, image, image_token_ids, 0 if pad is None else int(pad))
     combine = lambda logits: image_math.vdd_contrast(logits[0], logits[1], cfg)  # noqa: E731
     return _run(model, "vdd", controls, input_ids, [image, without], combine)
+
+
+def image_greedy(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    logits_processor: LogitsProcessorList | None = None,
+    stopping_criteria: StoppingCriteriaList | None = None,
+    generation_config: GenerationConfig | None = None,
+    seed: SeedArg = None,
+    pixel_values: torch.Tensor | None = None,
+    image_grid_thw: torch.Tensor | None = None,
+    pixel_attention_mask: torch.Tensor | None = None,
+    image_sizes: torch.Tensor | None = None,
+    **model_kwargs: Any,
+) -> Any:
+    """Plain decoding of a VLM through our loop: the image branch alone (greedy: ``generate``'s tokens), for
+    sampling with a per-row ``seed`` like the image methods."""
+    _, controls, image = _prepare_image_method(
+        model,
+        "greedy",
+        input_ids,
+        logits_processor,
+        stopping_criteria,
+        generation_config,
+        {**model_kwargs, **_image_inputs(pixel_values, image_grid_thw, pixel_attention_mask, image_sizes)},
+        seed,
+    )
+    return _run(model, "greedy", controls, input_ids, [image], lambda logits: logits[0])
