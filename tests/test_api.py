@@ -67,7 +67,6 @@ def test_every_method_batched_equals_one_by_one(model, amateur, tokenizer, metho
             model, tokenizer, PROMPTS, method, max_new_tokens=8, batch_size=3, **extra, **params
         )
         assert [o.token_ids for o in again] == [o.token_ids for o in batched]
-        return
     for index, prompt in enumerate(PROMPTS):
         single = dict(extra)
         if "context_free_prompts" in single:
@@ -131,3 +130,37 @@ def test_prompt_longer_than_the_context(model, tokenizer):
 def test_contrastive_search_refuses_sampling(model, tokenizer):
     with pytest.raises(ValueError, match="contrastive_search is deterministic"):
         cd.generate(model, tokenizer, PROMPTS, method="contrastive_search", do_sample=True)
+
+
+SEEDED = {  # flat enough on the tiny models that draws vary
+    "greedy": {},
+    "dola": {"dola_layers": "high", "relative_top": 0.0},
+    "cad": {"context_free_prompts": CONTEXT_FREE},
+    "adacad": {"context_free_prompts": CONTEXT_FREE},
+    "condition_contrast": {"conditions": [["w17"], ["w9"], ["w101", "w104"]]},
+    "layer_fusion": {},
+}
+
+
+@pytest.mark.parametrize("method", list(SEEDED))
+def test_seeded_sampling_gives_each_row_what_it_gets_alone(model, tokenizer, method):
+    """``seed=S``: every row is seeded with S and draws by (S, output position), whatever its batch."""
+    params = SEEDED[method]
+
+    def sample(seed, rows=None, batch_size=3):
+        rows = list(range(len(PROMPTS))) if rows is None else rows
+        row_params = {
+            key: [value[i] for i in rows] for key, value in params.items() if isinstance(value, list)
+        }
+        outputs = generate_outputs(
+            model, tokenizer, [PROMPTS[i] for i in rows], method, max_new_tokens=8, batch_size=batch_size,
+            do_sample=True, temperature=3.0, seed=seed, **{**params, **row_params},
+        )  # fmt: skip
+        return [output.token_ids for output in outputs]
+
+    together = sample(7)
+    assert sample(7) == together
+    assert sample(8) != together
+    assert sample(7, batch_size=2) == together
+    for row in range(len(PROMPTS)):
+        assert sample(7, rows=[row]) == [together[row]], f"row {row}"

@@ -253,6 +253,67 @@ def test_num_return_sequences_expands_context_free_rows(expert, amateur, batch):
     assert out.shape[0] == 6
 
 
+# Flat enough on the tiny models that draws vary (DoLa's contrast is steep: no relative-top head for it).
+FLAT = {"temperature": 3.0}
+FLAT_EXTRA = {"dola": {"relative_top": 0.0}}
+
+
+def sample_rows(model, batch, method, amateur, seed, rows=None, **kwargs):
+    """New tokens of ``rows`` of the batch (unpadded, alone when ``rows`` is one row), sampled with ``seed``."""
+    if rows is not None:
+        ids, mask = left_pad(unpad_rows(batch["input_ids"], batch["attention_mask"], rows), PAD_TOKEN_ID)
+        free_ids, free_mask = left_pad(unpad_rows(batch["free_ids"], batch["free_mask"], rows), PAD_TOKEN_ID)
+        batch = {"input_ids": ids, "attention_mask": mask, "free_ids": free_ids, "free_mask": free_mask}
+    out = run(
+        model, batch, method, amateur, max_new_tokens=8, min_new_tokens=8, do_sample=True, seed=seed,
+        **FLAT, **FLAT_EXTRA.get(method, {}), **kwargs,
+    )  # fmt: skip
+    return out[:, batch["input_ids"].shape[1] :].tolist()
+
+
+def unpad_rows(ids, mask, rows):
+    return [ids[row][mask[row].bool()] for row in rows]
+
+
+@pytest.mark.parametrize("method", SAMPLED_METHODS)
+def test_seed_kwarg_samples_each_row_as_alone(expert, amateur, batch, method):
+    together = sample_rows(expert, batch, method, amateur, 7)
+    for row in range(3):
+        assert sample_rows(expert, batch, method, amateur, 7, rows=[row]) == [together[row]], f"row {row}"
+    torch.manual_seed(123)  # the global RNG plays no part in seeded rows
+    assert sample_rows(expert, batch, method, amateur, 7) == together
+    assert sample_rows(expert, batch, method, amateur, 8) != together
+
+
+def test_seed_per_prompt_and_num_return_sequences(expert, amateur, batch):
+    per_row = sample_rows(expert, batch, "cad", amateur, [7, 8, 9])
+    assert sample_rows(expert, batch, "cad", amateur, 8, rows=[1]) == [per_row[1]]
+    assert per_row[0] == sample_rows(expert, batch, "cad", amateur, 7)[0]
+    # sequence j of a prompt seeded s draws with s + j, as vLLM seeds the n > 1 children of a request
+    repeated = sample_rows(expert, batch, "cad", amateur, 7, num_return_sequences=2)
+    assert repeated[0::2] == sample_rows(expert, batch, "cad", amateur, 7)
+    assert repeated[1::2] == sample_rows(expert, batch, "cad", amateur, 8)
+
+
+def test_unseeded_sampling_draws_what_transformers_draws(expert, batch):
+    """Without a seed the loop draws from the global RNG exactly as transformers' ``_sample`` does."""
+    common = dict(max_new_tokens=8, min_new_tokens=8, do_sample=True, top_k=20, temperature=1.5)
+    torch.manual_seed(5)
+    ours = run(expert, batch, "greedy", None, **common)
+    torch.manual_seed(5)
+    with torch.no_grad():
+        theirs = expert.generate(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **common
+        )
+    assert ours.tolist() == theirs.tolist()
+
+
+@pytest.mark.parametrize("seed", ["7", 1.5, [], [1, "x"]])
+def test_bad_seed_is_rejected(expert, amateur, batch, seed):
+    with pytest.raises(ValueError, match="seed"):
+        run(expert, batch, "greedy", amateur, max_new_tokens=2, do_sample=True, seed=seed)
+
+
 # --- bad input: one clear error each -----------------------------------------------------------------------
 
 

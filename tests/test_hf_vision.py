@@ -113,6 +113,31 @@ def test_batched_equals_unbatched(model, family, inputs, images, method):
         assert all(token == 0 for token in together[len(alone) :])  # padded after its EOS
 
 
+@pytest.mark.parametrize("method", ["vcd", "ritual"])
+def test_seeded_sampling_batched_equals_unbatched(model, family, inputs, images, method):
+    """``seed``: each row's draws are keyed on (its seed, output position), like its perturbation."""
+    kwargs = method_kwargs(method, family, images)
+    sampled = dict(do_sample=True, temperature=3.0)
+    batched = run(model, inputs, method, perturbation_seed=SEEDS, seed=[21, 22, 23], **sampled, **kwargs)
+    width = inputs["input_ids"].shape[1]
+    for row in range(len(PROMPT_LENGTHS)):
+        alone_kwargs = {**kwargs, **({"images": [images[row]]} if "images" in kwargs else {})}
+        row_inputs = select_rows(family, inputs, [row])
+        alone = run(
+            model,
+            row_inputs,
+            method,
+            perturbation_seed=[SEEDS[row]],
+            seed=21 + row,
+            **sampled,
+            **alone_kwargs,
+        )[0, row_inputs["input_ids"].shape[1] :].tolist()
+        together = batched[row, width:].tolist()
+        assert together[: len(alone)] == alone, f"row {row}"
+    other = run(model, inputs, method, perturbation_seed=SEEDS, seed=[31, 32, 33], **sampled, **kwargs)
+    assert not torch.equal(other, batched)
+
+
 def _slow_logits(model, family, inputs: dict, sequence: torch.Tensor) -> torch.Tensor:  # [1, V]
     """The last-position logits of one unpadded row re-run from scratch (no cache) on ``sequence``."""
     forward = {key: value for key, value in inputs.items() if key not in ("input_ids", "attention_mask")}

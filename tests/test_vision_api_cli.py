@@ -66,6 +66,24 @@ def test_api_equals_model_generate_with_the_processor(loaded, method):
         assert direct[row, width : width + len(output.token_ids)].tolist() == output.token_ids
 
 
+@pytest.mark.parametrize("method", ["greedy", "vdd"])
+def test_api_seeded_sampling_with_images_gives_each_row_what_it_gets_alone(loaded, method):
+    model, processor = loaded
+    images, prompts = coco_images(2), ["w5 w6 w7", "w9 w10 w11 w12"]
+
+    def sample(seed, rows=(0, 1)):
+        outputs = generate_outputs(
+            model, processor, [prompts[i] for i in rows], method, images=[images[i] for i in rows],
+            max_new_tokens=5, do_sample=True, temperature=3.0, seed=seed,
+        )  # fmt: skip
+        return [output.token_ids for output in outputs]
+
+    together = sample(7)
+    assert sample(7) == together and sample(8) != together
+    for row in (0, 1):
+        assert sample(7, rows=(row,)) == [together[row]]
+
+
 def test_api_needs_one_image_per_prompt(loaded):
     model, processor = loaded
     with pytest.raises(ValueError, match="one image per prompt"):

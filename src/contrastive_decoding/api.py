@@ -131,8 +131,10 @@ def generate_outputs(
         raise ValueError(
             "amateur_instruction / truthful_instruction are layer_fusion's; drop them for " + method
         )
-    if seed is not None:
-        torch.manual_seed(seed)
+    seeded = _seeded_kwargs(generate_kwargs, seed)
+    if method == registry.PLAIN and seeded:
+        # transformers' own sampling draws from the global RNG: our loop keys each row
+        function = registry.load(spec.hf_function)
 
     outputs: list[GenerationOutput] = []
     for start in range(0, len(prompts), batch_size):
@@ -162,7 +164,7 @@ def generate_outputs(
                 context_free_attention_mask=free["attention_mask"].to(model.device),
             )
         if function is not None:
-            call_kwargs["custom_generate"] = function
+            call_kwargs.update(custom_generate=function, **seeded)
         sequences = model.generate(
             **encoded,
             max_new_tokens=max_new_tokens,
@@ -172,6 +174,12 @@ def generate_outputs(
         )
         outputs.extend(decoded_outputs(model, tokenizer, sequences, encoded["input_ids"].shape[1], lengths))
     return outputs
+
+
+def _seeded_kwargs(generate_kwargs: dict[str, Any], seed: int | None) -> dict[str, Any]:
+    """``{"seed": seed}`` for the custom_generate callables when sampling with a seed: every row gets the seed,
+    and its draw at output position t is keyed on (seed, t), so it samples what it samples alone."""
+    return {"seed": seed} if generate_kwargs["do_sample"] and seed is not None else {}
 
 
 def _generate_with_images(
@@ -186,6 +194,7 @@ def _generate_with_images(
     max_new_tokens: int,
     batch_size: int,
 ) -> list[GenerationOutput]:
+    from .backends.hf.vision import image_greedy
     from .backends.hf.vision_families import processor_image_token_ids, vision_family
 
     method, method_params = call.name, call.params
@@ -209,8 +218,7 @@ def _generate_with_images(
     texts = [p if not image_token or image_token in p else f"{image_token}\n{p}" for p in prompts]
     limit = context_limit(model)
     base_seed = 0 if seed is None else seed
-    if seed is not None:
-        torch.manual_seed(seed)
+    seeded = _seeded_kwargs(generate_kwargs, seed)
     outputs: list[GenerationOutput] = []
     for start in range(0, len(texts), batch_size):
         batch_images = pictures[start : start + batch_size]
@@ -235,8 +243,10 @@ def _generate_with_images(
         if method == "vdd":
             call_kwargs["image_token_ids"] = processor_image_token_ids(processor)
         function = _hf_function(call)
+        if method == registry.PLAIN and seeded:
+            function = image_greedy
         if function is not None:
-            call_kwargs["custom_generate"] = function
+            call_kwargs.update(custom_generate=function, **seeded)
         sequences = model.generate(
             **encoded,
             max_new_tokens=max_new_tokens,
@@ -325,8 +335,7 @@ def _generate_with_conditions(
     ]
     use_left_padding(tokenizer)
     limit = context_limit(model)
-    if seed is not None:
-        torch.manual_seed(seed)
+    seeded = _seeded_kwargs(generate_kwargs, seed)
     outputs: list[GenerationOutput | None] = [None] * len(prompts)
     # rows with the same number of conditions share a batch
     by_count: dict[int, list[int]] = {}
@@ -356,6 +365,7 @@ def _generate_with_conditions(
                 return_dict_in_generate=True,
                 **generate_kwargs,
                 **call.params,
+                **seeded,
             )
             decoded = decoded_outputs(
                 model, tokenizer, result.sequences, encoded["input_ids"].shape[1], lengths

@@ -1,4 +1,6 @@
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -11,18 +13,31 @@ from transformers.generation.logits_process import (
     TypicalLogitsWarper,
 )
 
+from contrastive_decoding.backends.hf.sampling import (
+    SamplingLogitsWarper,
+    sampling_config_from_generation_config,
+    strip_hf_sampling_warpers,
+)
 from contrastive_decoding.samplers import (
     SamplingConfig,
-    SamplingLogitsWarper,
     apply_temperature,
+    apply_temperature_unchecked,
     apply_top_k,
+    apply_top_k_unchecked,
     apply_top_p,
+    apply_top_p_unchecked,
     apply_typical,
+    apply_typical_unchecked,
+    draw_exponential_race,
+    draw_generator,
+    draw_inverse_cdf,
+    draw_uniforms,
     make_generator,
+    perturbation_generator,
     relative_top_mask,
-    sampling_config_from_generation_config,
+    row_seeds,
     select_tokens,
-    strip_hf_sampling_warpers,
+    stream_seed,
 )
 
 
@@ -198,9 +213,9 @@ def test_greedy_is_argmax(random_logits):
     assert config.warp(random_logits) is random_logits
 
 
-def test_seeded_sampling_reproduces(random_logits):
-    config = SamplingConfig(do_sample=True, temperature=1.3, top_p=0.95, seed=123)
-    first = [select_tokens(random_logits, config, make_generator(config.seed, "cpu")) for _ in range(3)]
+def test_generator_sampling_reproduces(random_logits):
+    config = SamplingConfig(do_sample=True, temperature=1.3, top_p=0.95)  # unseeded: the generator decides
+    first = [select_tokens(random_logits, config, make_generator(123, "cpu")) for _ in range(3)]
     gen_a, gen_b = make_generator(123), make_generator(123)
     run_a = torch.stack([select_tokens(random_logits, config, gen_a) for _ in range(20)])
     run_b = torch.stack([select_tokens(random_logits, config, gen_b) for _ in range(20)])
@@ -228,6 +243,165 @@ def test_samples_stay_in_kept_set(config):
     assert 1 < int(allowed.sum()) < 200
     assert allowed[tokens].all()
     assert len(set(tokens.tolist())) > 1
+
+
+def test_exponential_race_is_torch_multinomial(random_logits):
+    probs = random_logits.softmax(-1)
+    torch.manual_seed(9)
+    theirs = torch.multinomial(probs, 1).squeeze(-1)
+    after_theirs = torch.rand(4)
+    torch.manual_seed(9)
+    ours = draw_exponential_race(probs)
+    assert torch.equal(ours, theirs)
+    assert torch.equal(torch.rand(4), after_theirs)  # same RNG consumption
+    torch.manual_seed(9)
+    assert torch.equal(select_tokens(random_logits, SamplingConfig(do_sample=True)), theirs)
+
+
+def test_inverse_cdf_by_hand():
+    probs = torch.tensor([[0.125, 0.25, 0.0, 0.625]])  # cumulative 0.125, 0.375, 0.375, 1.0 (exact)
+    expected = {0.0: 0, 0.1: 0, 0.125: 1, 0.37: 1, 0.375: 3, 0.38: 3, 0.999: 3, 1.0: 3}
+    for u, token in expected.items():
+        assert draw_inverse_cdf(probs, u).tolist() == [token], u
+    tail = torch.tensor([[0.5, 0.5, 0.0, 0.0]])  # u * total rounding up to the total never picks a 0 token
+    assert draw_inverse_cdf(tail, 1.0).tolist() == [1]
+    lead = torch.tensor([[0.0, 0.0, 1.0]])
+    assert draw_inverse_cdf(lead, 0.0).tolist() == [2]
+    batch = torch.tensor([[0.5, 0.5], [0.9, 0.1]])
+    assert draw_inverse_cdf(batch, torch.tensor([0.6, 0.6], dtype=torch.float64)).tolist() == [1, 0]
+
+
+def test_seeded_rows_draw_by_seed_and_position_only(random_logits):
+    config = SamplingConfig(do_sample=True, temperature=1.5, top_k=100, seed=5)
+    together = select_tokens(random_logits, config, positions=3)
+    torch.manual_seed(0)  # neither the global RNG nor a generator plays a part
+    assert torch.equal(select_tokens(random_logits, config, make_generator(1), positions=3), together)
+    for row in range(8):
+        alone = select_tokens(random_logits[row : row + 1], config, positions=3)
+        assert alone.tolist() == [together[row].item()]
+    probs = config.warp(random_logits).softmax(-1)
+    by_hand = draw_inverse_cdf(probs, draw_uniforms([5] * 8, [3] * 8))
+    assert torch.equal(together, by_hand)
+    draws = {tuple(select_tokens(random_logits, config, positions=t).tolist()) for t in range(6)}
+    assert len(draws) == 6  # positions key different draws
+    other_seed = SamplingConfig(do_sample=True, temperature=1.5, top_k=100, seed=6)
+    assert not torch.equal(select_tokens(random_logits, other_seed, positions=3), together)
+
+
+def test_seeded_draws_follow_the_distribution():
+    probs = torch.tensor([[0.5, 0.3, 0.0, 0.2]])
+    config = SamplingConfig(do_sample=True, seed=11)
+    tokens = torch.cat([select_tokens(probs.log(), config, positions=t) for t in range(4000)])
+    frequency = torch.bincount(tokens, minlength=4).double() / 4000
+    torch.testing.assert_close(frequency, probs[0].double(), atol=0.03, rtol=0)
+    assert frequency[2] == 0
+
+
+def test_mixed_rows_equal_rows_alone():
+    scores = torch.randn(5, 300, generator=torch.Generator().manual_seed(4)) * 2
+    configs = [
+        SamplingConfig(),  # greedy
+        SamplingConfig(do_sample=True, top_k=10, seed=1),
+        SamplingConfig(do_sample=True, temperature=0.7, top_p=0.8, seed=2),
+        SamplingConfig(),
+        SamplingConfig(do_sample=True, typical_p=0.9, seed=3),
+    ]
+    positions = [0, 4, 9, 2, 1]
+    together = select_tokens(scores, configs, positions=positions)
+    for row, (config, position) in enumerate(zip(configs, positions, strict=True)):
+        alone = select_tokens(scores[row : row + 1], config, positions=position)
+        assert alone.tolist() == [together[row].item()], row
+    assert together[0] == scores[0].argmax() and together[3] == scores[3].argmax()
+    for row in (1, 2, 4):
+        assert torch.isfinite(configs[row].warp(scores[row : row + 1])[0, together[row]])
+    unseeded = [configs[0], SamplingConfig(do_sample=True, top_k=10), configs[2]]  # a global-RNG row too
+    tokens = select_tokens(scores[:3], unseeded, positions=positions[:3])
+    assert tokens[0] == together[0] and tokens[2] == together[2]
+    with pytest.raises(ValueError, match="one per row"):
+        select_tokens(scores, configs[:2])
+    with pytest.raises(ValueError, match="positions"):
+        select_tokens(scores, configs, positions=[0, 1])
+
+
+def test_row_seeds():
+    assert row_seeds(None, 4) is None
+    assert row_seeds(7, 3) == [7, 7, 7]
+    assert row_seeds([7, 9], 4, num_return_sequences=2) == [7, 8, 9, 10]
+    assert row_seeds(7, 4, num_return_sequences=2) == [7, 8, 7, 8]
+    assert row_seeds([1, 2, 3, 4], 4, num_return_sequences=2) == [1, 2, 3, 4]  # one per row, as given
+    with pytest.raises(ValueError, match="one int per prompt"):
+        row_seeds([1, 2, 3], 4)
+    for bad in ("7", 1.5, True, [], [1, None]):
+        with pytest.raises(ValueError, match="seed"):
+            row_seeds(bad, 2)
+
+
+def test_one_keyed_scheme_for_draws_and_perturbations():
+    mask = (1 << 64) - 1
+
+    def splitmix64(x):
+        x = (x + 0x9E3779B97F4A7C15) & mask
+        x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & mask
+        return x ^ (x >> 31)
+
+    assert stream_seed(3, 2) == splitmix64(splitmix64(3) ^ 2)  # the perturbation seeds of before
+    draw = lambda g: torch.rand(4, generator=g)  # noqa: E731
+    assert torch.equal(draw(perturbation_generator(3, 2)), draw(perturbation_generator(3, 2)))
+    assert torch.equal(draw(draw_generator(3, 2)), draw(draw_generator(3, 2)))
+    assert not torch.equal(draw(draw_generator(3, 2)), draw(perturbation_generator(3, 2)))  # own streams
+    keys = {stream_seed(s, t, stream) for s in range(5) for t in range(5) for stream in (0, 1)}
+    assert len(keys) == 50
+    assert stream_seed(-1, 0, 1) == stream_seed(mask, 0, 1)  # seeds are taken modulo 2**64
+    uniforms = draw_uniforms([3, 3], [0, 1])
+    assert uniforms.dtype == torch.float64 and uniforms.shape == (2,) and 0 <= uniforms.min() < 1
+
+
+def test_unchecked_forms_equal_checked_ones_and_skip_off_values(random_logits):
+    for checked, unchecked, value, off in (
+        (apply_temperature, apply_temperature_unchecked, 0.7, 1.0),
+        (apply_top_k, apply_top_k_unchecked, 20, 0),
+        (apply_top_p, apply_top_p_unchecked, 0.8, 1.0),
+        (apply_typical, apply_typical_unchecked, 0.8, 1.0),
+    ):
+        assert_same_filter(unchecked(random_logits, value), checked(random_logits, value))
+        per_row = torch.full((8,), value, dtype=torch.long if isinstance(value, int) else torch.float64)
+        assert_same_filter(unchecked(random_logits, per_row), checked(random_logits, per_row))
+        assert unchecked(random_logits, off) is random_logits  # no work, no copy
+    assert apply_top_k_unchecked(random_logits, 5000) is random_logits
+
+
+def test_hot_path_makes_no_python_level_host_syncs(monkeypatch, random_logits):
+    """Per-step code must not read tensors back (``.item()``, ``bool(t)``, ``.tolist()``, ``int(t)``)."""
+    configs = [
+        SamplingConfig(do_sample=True, temperature=0.7, top_k=20, top_p=0.9, typical_p=0.95, seed=s)
+        for s in range(8)
+    ]
+    mixed = [SamplingConfig(), SamplingConfig(do_sample=True, top_p=0.5), *configs[2:]]
+
+    def sync(*args, **kwargs):
+        raise AssertionError("host sync in the hot path")
+
+    for name in ("item", "tolist", "__bool__", "__int__", "__float__", "__index__"):
+        monkeypatch.setattr(torch.Tensor, name, sync)
+    configs[0].warp(random_logits)
+    select_tokens(random_logits, configs[0], positions=3)
+    select_tokens(random_logits, configs, positions=list(range(8)))
+    select_tokens(random_logits, mixed, positions=list(range(8)))
+    select_tokens(random_logits, SamplingConfig(do_sample=True, top_k=5))
+    relative_top_mask(random_logits, 0.1)
+    apply_typical_unchecked(random_logits, torch.full((8,), 0.9, dtype=torch.float64))
+    apply_top_p_unchecked(random_logits, torch.full((8,), 0.9, dtype=torch.float64))
+    apply_top_k_unchecked(random_logits, torch.full((8,), 3))
+
+
+def test_samplers_import_neither_transformers_nor_vllm():
+    code = (
+        "import sys, contrastive_decoding.samplers; "
+        "print(sorted(m for m in ('transformers', 'vllm') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
 
 
 # --- validation ---------------------------------------------------------------------------------------

@@ -119,15 +119,67 @@ def test_bad_request_is_rejected_and_the_engine_keeps_serving(tiny, extra_args, 
     assert len(llm.generate(PROMPTS[:2], "dola", max_new_tokens=4)) == 2
 
 
-def test_seeded_cad_sampling_reproduces_alone_and_in_a_batch(tiny):
-    llm = tiny[0]
-    request = {"prompt": PROMPTS[2], "context_free_prompt": "w105", "method": "cad", "do_sample": True,
+@pytest.mark.parametrize("method", ["cad", "adacad"])
+def test_seeded_pair_sampling_reproduces_alone_in_a_batch_and_on_the_hf_backend(tiny, method):
+    """A seeded pair's draw at output position t is keyed on (seed, t) and made by the HF loop's own
+    ``select_tokens``: the same tokens alone, in a batch, and from the HF backend (float32, same scores)."""
+    llm, expert, amateur, tokenizer = tiny
+    request = {"prompt": PROMPTS[2], "context_free_prompt": "w105", "method": method, "do_sample": True,
                "temperature": 1.5, "top_k": 50, "max_new_tokens": 16}  # fmt: skip
     filler = [{"prompt": p, "max_new_tokens": 16} for p in PROMPTS]
-    batch = llm.generate_requests([{**request, "seed": 3}, *filler, {**request, "seed": 4}])
+    other = with_context_free({"prompt": PROMPTS[0], "method": method, "do_sample": True, "temperature": 2.0,
+                               "top_p": 0.9, "max_new_tokens": 16, "seed": 5})  # fmt: skip
+    batch = llm.generate_requests([{**request, "seed": 3}, *filler, other, {**request, "seed": 4}])
     alone = llm.generate_requests([{**request, "seed": 3}])
     assert batch[0].token_ids == alone[0].token_ids
     assert batch[0].token_ids != batch[-1].token_ids
+    assert batch[0].token_ids == hf_reference(expert, amateur, tokenizer, {**request, "seed": 3})
+    assert batch[-2].token_ids == hf_reference(expert, amateur, tokenizer, other)
+
+
+def test_pair_choice_is_select_tokens_without_host_syncs(monkeypatch):
+    """The pair processor's per-step choice is ``select_tokens`` on the method's scores (rows keyed on their
+    own seed and output position) and reads nothing back from the device."""
+    from contrastive_decoding.backends.vllm.processors import (
+        PairRow,
+        TypicalLogitsProcessor,
+        choose_pair_tokens,
+    )
+    from contrastive_decoding.backends.vllm.requests import MethodRequest
+    from contrastive_decoding.decoding.context import AdaCadConfig, CadConfig, adacad_contrast, cad_contrast
+    from contrastive_decoding.samplers import SamplingConfig, select_tokens
+
+    generator = torch.Generator().manual_seed(0)
+    main, twin = torch.randn(4, 64, generator=generator), torch.randn(4, 64, generator=generator)
+    samplings = [
+        SamplingConfig(),
+        SamplingConfig(do_sample=True, temperature=1.5, top_k=20, seed=3),
+        SamplingConfig(do_sample=True, top_p=0.9, typical_p=0.95, seed=4),
+        SamplingConfig(do_sample=True, temperature=0.7, seed=5),
+    ]
+    requests = [MethodRequest("cad", CadConfig()), MethodRequest("adacad", AdaCadConfig())] * 2
+    rows = [PairRow(r, s, list(range(i))) for i, (r, s) in enumerate(zip(requests, samplings, strict=True))]
+    scores = torch.cat(
+        [
+            cad_contrast(main[i : i + 1], twin[i : i + 1], 1.0)
+            if i % 2 == 0
+            else adacad_contrast(main[i : i + 1], twin[i : i + 1], AdaCadConfig())[0]
+            for i in range(4)
+        ]
+    )
+    expected = select_tokens(scores, samplings, positions=[0, 1, 2, 3])
+
+    def sync(*args, **kwargs):
+        raise AssertionError("host sync in the per-step path")
+
+    for name in ("item", "tolist", "__bool__", "__int__", "__float__", "__index__"):
+        monkeypatch.setattr(torch.Tensor, name, sync)
+    chosen = choose_pair_tokens(main, twin, rows)
+    typical = TypicalLogitsProcessor(None, torch.device("cpu"), False)
+    typical.typical_p = {1: 0.9}
+    typical.apply(main)
+    monkeypatch.undo()
+    assert chosen.tolist() == expected.tolist()
 
 
 @pytest.mark.parametrize(

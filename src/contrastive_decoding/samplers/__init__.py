@@ -1,25 +1,49 @@
-"""Token selection on [batch, vocab] scores, shared by the Hugging Face and vLLM backends."""
+"""Token selection on [batch, vocab] scores, shared by the Hugging Face and vLLM backends.
+
+Backend-neutral: imports torch only (never transformers or vLLM). The transformers glue lives in
+``contrastive_decoding.backends.hf.sampling``.
+"""
 
 from .config import SamplingConfig
-from .select import (
-    SamplingLogitsWarper,
+from .seeding import (
+    draw_generator,
+    draw_uniforms,
     make_generator,
-    sampling_config_from_generation_config,
-    select_tokens,
-    strip_hf_sampling_warpers,
+    perturbation_generator,
+    row_seeds,
+    stream_seed,
 )
-from .warpers import apply_temperature, apply_top_k, apply_top_p, apply_typical, relative_top_mask
+from .select import draw_exponential_race, draw_inverse_cdf, select_tokens
+from .warpers import (
+    apply_temperature,
+    apply_temperature_unchecked,
+    apply_top_k,
+    apply_top_k_unchecked,
+    apply_top_p,
+    apply_top_p_unchecked,
+    apply_typical,
+    apply_typical_unchecked,
+    relative_top_mask,
+)
 
 __all__ = [
     "SamplingConfig",
-    "SamplingLogitsWarper",
     "apply_temperature",
+    "apply_temperature_unchecked",
     "apply_top_k",
+    "apply_top_k_unchecked",
     "apply_top_p",
+    "apply_top_p_unchecked",
     "apply_typical",
+    "apply_typical_unchecked",
+    "draw_exponential_race",
+    "draw_generator",
+    "draw_inverse_cdf",
+    "draw_uniforms",
     "make_generator",
+    "perturbation_generator",
     "relative_top_mask",
-    "sampling_config_from_generation_config",
+    "row_seeds",
     "select_tokens",
-    "strip_hf_sampling_warpers",
+    "stream_seed",
 ]

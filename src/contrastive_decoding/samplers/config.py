@@ -6,7 +6,12 @@ from dataclasses import dataclass
 
 import torch
 
-from .warpers import apply_temperature, apply_top_k, apply_top_p, apply_typical
+from .warpers import (
+    apply_temperature_unchecked,
+    apply_top_k_unchecked,
+    apply_top_p_unchecked,
+    apply_typical_unchecked,
+)
 
 
 def _is_number(value: object) -> bool:
@@ -17,7 +22,9 @@ def _is_number(value: object) -> bool:
 class SamplingConfig:
     """How the next token is chosen. ``do_sample=False`` means greedy; the other fields then do nothing.
 
-    Off values: temperature 1.0, top_k 0, top_p 1.0, typical_p 1.0. ``seed`` seeds the sampling generator.
+    Off values: temperature 1.0, top_k 0, top_p 1.0, typical_p 1.0. ``seed`` makes the row's draws keyed on
+    (seed, output position), see :mod:`contrastive_decoding.samplers.seeding`; None draws from the global RNG.
+    Validated here, once: :meth:`warp` and the selection that uses it do no further checks (no host syncs).
     """
 
     do_sample: bool = False
@@ -50,11 +57,12 @@ class SamplingConfig:
     def warp(self, scores: torch.Tensor) -> torch.Tensor:
         """Apply temperature -> top_k -> top_p -> typical (transformers' order) to [B, V] scores.
 
-        Returns ``scores`` itself when greedy; otherwise a new [B, V] tensor.
+        Returns ``scores`` itself when greedy or when every warper is off; otherwise a new [B, V] tensor.
+        Uses the warpers' unchecked forms (the fields were validated at construction): no host sync.
         """
         if not self.do_sample:
             return scores
-        scores = apply_temperature(scores, self.temperature)
-        scores = apply_top_k(scores, self.top_k)
-        scores = apply_top_p(scores, self.top_p)
-        return apply_typical(scores, self.typical_p)
+        scores = apply_temperature_unchecked(scores, self.temperature)
+        scores = apply_top_k_unchecked(scores, self.top_k)
+        scores = apply_top_p_unchecked(scores, self.top_p)
+        return apply_typical_unchecked(scores, self.typical_p)

@@ -8,6 +8,14 @@ batch can mix sampled and unfiltered rows. The math matches transformers' ``Temp
 ``TopKLogitsWarper``, ``TopPLogitsWarper`` and ``TypicalLogitsWarper`` exactly (thresholds such as
 ``1 - top_p`` are computed in float64, like transformers' python floats; a float32 parameter tensor holds
 float32(0.9), not 0.9, so pass float64 tensors for bit-parity with python-float parameters).
+
+Two forms of each warper:
+
+- ``apply_<name>`` validates its parameter and names it in the error (python scalars are checked in python;
+  a ``[B]`` tensor is checked on its device, which costs a host sync): for users and for admission-time code.
+- ``apply_<name>_unchecked`` trusts its parameter (validated once, e.g. by ``SamplingConfig`` or at a vLLM
+  request's admission) and never syncs with the host: the hot-path form, used by ``SamplingConfig.warp`` and
+  the vLLM logits processors. With a python scalar "off" value it returns ``scores`` itself (no copy).
 """
 
 from __future__ import annotations
@@ -26,19 +34,24 @@ def _check_scores(scores: torch.Tensor) -> None:
 
 def _row_param(value: RowParam, scores: torch.Tensor, name: str, dtype: torch.dtype) -> torch.Tensor:
     """A parameter as a [B, 1] tensor on the scores' device."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, torch.Tensor)):
-        raise TypeError(f"{name} must be a number or a [batch] tensor, got {type(value).__name__}")
     if isinstance(value, torch.Tensor):
-        if value.shape != (scores.shape[0],):
-            raise ValueError(f"{name} must have shape [{scores.shape[0]}], got {tuple(value.shape)}")
         return value.to(device=scores.device, dtype=dtype)[:, None]  # [B, 1]
     return torch.full((scores.shape[0], 1), value, dtype=dtype, device=scores.device)  # [B, 1]
 
 
-def _check_range(param: torch.Tensor, ok: torch.Tensor, name: str, valid: str) -> None:
-    if not bool(ok.all()):
-        bad = param[~ok].flatten()[0].item()
-        raise ValueError(f"{name} must be in {valid}, got {bad}")
+def _check_param(value: RowParam, scores: torch.Tensor, name: str, ok, valid: str) -> None:
+    """Raise unless ``ok(value)`` holds: in python for a scalar, on the tensor's device for a [B] tensor."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, torch.Tensor)):
+        raise TypeError(f"{name} must be a number or a [batch] tensor, got {type(value).__name__}")
+    if not isinstance(value, torch.Tensor):
+        if not ok(value):
+            raise ValueError(f"{name} must be in {valid}, got {value}")
+        return
+    if value.shape != (scores.shape[0],):
+        raise ValueError(f"{name} must have shape [{scores.shape[0]}], got {tuple(value.shape)}")
+    good = ok(value.double())
+    if not bool(good.all()):  # host sync: validated entries only
+        raise ValueError(f"{name} must be in {valid}, got {value[~good].flatten()[0].item()}")
 
 
 def _check_min_tokens(min_tokens_to_keep: int) -> None:
@@ -50,14 +63,56 @@ def _check_min_tokens(min_tokens_to_keep: int) -> None:
         raise ValueError(f"min_tokens_to_keep must be an int in [1, inf), got {min_tokens_to_keep!r}")
 
 
+def _copy_if_same(out: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    return out.clone() if out is scores else out
+
+
+def _positive_finite(t):
+    if isinstance(t, torch.Tensor):
+        return (t > 0) & torch.isfinite(t)
+    return 0 < t < math.inf
+
+
+def _unit_interval(p):  # (0, 1]
+    return (p > 0) & (p <= 1) if isinstance(p, torch.Tensor) else 0 < p <= 1
+
+
+# --- temperature -----------------------------------------------------------------------------------------
+
+
+def apply_temperature_unchecked(scores: torch.Tensor, temperature: RowParam) -> torch.Tensor:
+    """``scores / temperature`` [B, V] (no validation, no host sync); a scalar 1.0 returns ``scores``."""
+    if not isinstance(temperature, torch.Tensor):
+        if temperature == 1.0:
+            return scores
+        return scores / float(temperature)  # same op as transformers' TemperatureLogitsWarper
+    return scores / _row_param(temperature, scores, "temperature", torch.float64).to(scores.dtype)  # [B, V]
+
+
 def apply_temperature(scores: torch.Tensor, temperature: RowParam) -> torch.Tensor:
     """``scores / temperature``; temperature in (0, inf), 1.0 is off. Returns [B, V]."""
     _check_scores(scores)
-    t = _row_param(temperature, scores, "temperature", torch.float64)  # [B, 1]
-    _check_range(t, (t > 0) & torch.isfinite(t), "temperature", "(0, inf)")
-    if not isinstance(temperature, torch.Tensor):
-        return scores / float(temperature)  # same op as transformers' TemperatureLogitsWarper
-    return scores / t.to(scores.dtype)  # [B, V]
+    _check_param(temperature, scores, "temperature", _positive_finite, "(0, inf)")
+    return _copy_if_same(apply_temperature_unchecked(scores, temperature), scores)
+
+
+# --- top-k -----------------------------------------------------------------------------------------------
+
+
+def apply_top_k_unchecked(scores: torch.Tensor, top_k: RowParam) -> torch.Tensor:
+    """Top-k filter [B, V] (no validation, no host sync); a scalar 0 (or >= V) returns ``scores``."""
+    vocab = scores.shape[-1]
+    if not isinstance(top_k, torch.Tensor):
+        k = min(int(top_k), vocab)
+        if k == 0 or k == vocab:
+            return scores
+        threshold = torch.topk(scores, k, dim=-1).values[..., -1:]  # [B, 1] the k-th largest score
+        return scores.masked_fill(scores < threshold, -math.inf)
+    k = _row_param(top_k, scores, "top_k", torch.long).clamp(max=vocab)  # [B, 1]
+    descending = torch.sort(scores, dim=-1, descending=True).values  # [B, V]; no max(k) on the host
+    threshold = descending.gather(-1, (k - 1).clamp(min=0))  # [B, 1] the k-th largest score
+    remove = (scores < threshold) & (k > 0)  # [B, V]
+    return scores.masked_fill(remove, -math.inf)
 
 
 def apply_top_k(scores: torch.Tensor, top_k: RowParam) -> torch.Tensor:
@@ -65,15 +120,30 @@ def apply_top_k(scores: torch.Tensor, top_k: RowParam) -> torch.Tensor:
     _check_scores(scores)
     if isinstance(top_k, float):
         raise TypeError(f"top_k must be an int or a [batch] tensor, got {top_k!r}")
-    k = _row_param(top_k, scores, "top_k", torch.long)  # [B, 1]
-    _check_range(k, k >= 0, "top_k", "[0, inf) (0 disables it)")
-    k = k.clamp(max=scores.shape[-1])  # [B, 1]
-    max_k = int(k.max())
-    if max_k == 0:
-        return scores.clone()
-    top_values = torch.topk(scores, max_k, dim=-1).values  # [B, max_k], descending
-    threshold = top_values.gather(-1, (k - 1).clamp(min=0))  # [B, 1] the k-th largest score
-    remove = (scores < threshold) & (k > 0)  # [B, V]
+    _check_param(top_k, scores, "top_k", lambda k: k >= 0, "[0, inf) (0 disables it)")
+    return _copy_if_same(apply_top_k_unchecked(scores, top_k), scores)
+
+
+# --- top-p -----------------------------------------------------------------------------------------------
+
+
+def apply_top_p_unchecked(scores: torch.Tensor, top_p: RowParam, min_tokens_to_keep: int = 1) -> torch.Tensor:
+    """Nucleus filter [B, V] (no validation, no host sync); a scalar 1.0 returns ``scores``."""
+    if not isinstance(top_p, torch.Tensor) and top_p >= 1.0:
+        return scores
+    sorted_scores, sorted_idx = torch.sort(scores, descending=False)  # [B, V] ascending
+    cumulative = sorted_scores.softmax(dim=-1).cumsum(dim=-1)  # [B, V]
+    if isinstance(top_p, torch.Tensor):
+        p = _row_param(top_p, scores, "top_p", torch.float64)  # [B, 1]
+        sorted_remove = cumulative <= (1 - p).to(
+            scores.dtype
+        )  # [B, V] threshold rounded like a python scalar
+        sorted_remove[..., -min_tokens_to_keep:] = False
+        sorted_remove &= p < 1  # rows that are off keep everything
+    else:
+        sorted_remove = cumulative <= (1 - top_p)  # [B, V] as transformers' TopPLogitsWarper
+        sorted_remove[..., -min_tokens_to_keep:] = False
+    remove = sorted_remove.scatter(1, sorted_idx, sorted_remove)  # [B, V] back to vocab order
     return scores.masked_fill(remove, -math.inf)
 
 
@@ -81,14 +151,35 @@ def apply_top_p(scores: torch.Tensor, top_p: RowParam, min_tokens_to_keep: int =
     """Nucleus filtering; top_p in (0, 1], 1.0 is off. Returns [B, V]."""
     _check_scores(scores)
     _check_min_tokens(min_tokens_to_keep)
-    p = _row_param(top_p, scores, "top_p", torch.float64)  # [B, 1]
-    _check_range(p, (p > 0) & (p <= 1), "top_p", "(0, 1]")
-    sorted_scores, sorted_idx = torch.sort(scores, descending=False)  # [B, V] ascending
-    cumulative = sorted_scores.softmax(dim=-1).cumsum(dim=-1)  # [B, V]
-    sorted_remove = cumulative <= (1 - p).to(scores.dtype)  # [B, V] threshold rounded like a python scalar
-    sorted_remove[..., -min_tokens_to_keep:] = False
-    sorted_remove &= p < 1  # rows that are off keep everything
-    remove = sorted_remove.scatter(1, sorted_idx, sorted_remove)  # [B, V] back to vocab order
+    _check_param(top_p, scores, "top_p", _unit_interval, "(0, 1]")
+    return _copy_if_same(apply_top_p_unchecked(scores, top_p, min_tokens_to_keep), scores)
+
+
+# --- typical ---------------------------------------------------------------------------------------------
+
+
+def apply_typical_unchecked(
+    scores: torch.Tensor, typical_p: RowParam, min_tokens_to_keep: int = 1
+) -> torch.Tensor:
+    """Typical filter [B, V] (no validation, no host sync); a scalar 1.0 returns ``scores``."""
+    if not isinstance(typical_p, torch.Tensor) and typical_p >= 1.0:
+        return scores
+    log_probs = torch.log_softmax(scores, dim=-1)  # [B, V]
+    entropy = -(log_probs * log_probs.exp()).nansum(-1, keepdim=True)  # [B, 1]
+    surprise_gap = torch.abs(-log_probs - entropy)  # [B, V]
+    sorted_gap, sorted_idx = torch.sort(surprise_gap, descending=False)  # [B, V]
+    cumulative = scores.gather(-1, sorted_idx).softmax(dim=-1).cumsum(dim=-1)  # [B, V]
+    if isinstance(typical_p, torch.Tensor):
+        mass = _row_param(typical_p, scores, "typical_p", torch.float64)  # [B, 1]
+        last = (cumulative < mass.to(scores.dtype)).sum(dim=-1, keepdim=True)  # [B, 1]
+    else:
+        last = (cumulative < typical_p).sum(dim=-1, keepdim=True)  # [B, 1] as transformers
+    last = last.clamp(max=scores.shape[-1] - 1)
+    sorted_remove = sorted_gap > sorted_gap.gather(-1, last)  # [B, V]
+    sorted_remove[..., :min_tokens_to_keep] = False
+    if isinstance(typical_p, torch.Tensor):
+        sorted_remove &= mass < 1
+    remove = sorted_remove.scatter(1, sorted_idx, sorted_remove)  # [B, V]
     return scores.masked_fill(remove, -math.inf)
 
 
@@ -100,20 +191,11 @@ def apply_typical(scores: torch.Tensor, typical_p: RowParam, min_tokens_to_keep:
     """
     _check_scores(scores)
     _check_min_tokens(min_tokens_to_keep)
-    mass = _row_param(typical_p, scores, "typical_p", torch.float64)  # [B, 1]
-    _check_range(mass, (mass > 0) & (mass <= 1), "typical_p", "(0, 1]")
-    log_probs = torch.log_softmax(scores, dim=-1)  # [B, V]
-    entropy = -(log_probs * log_probs.exp()).nansum(-1, keepdim=True)  # [B, 1]
-    surprise_gap = torch.abs(-log_probs - entropy)  # [B, V]
-    sorted_gap, sorted_idx = torch.sort(surprise_gap, descending=False)  # [B, V]
-    cumulative = scores.gather(-1, sorted_idx).softmax(dim=-1).cumsum(dim=-1)  # [B, V]
-    last = (cumulative < mass.to(scores.dtype)).sum(dim=-1, keepdim=True)  # [B, 1]
-    last = last.clamp(max=scores.shape[-1] - 1)
-    sorted_remove = sorted_gap > sorted_gap.gather(-1, last)  # [B, V]
-    sorted_remove[..., :min_tokens_to_keep] = False
-    sorted_remove &= mass < 1
-    remove = sorted_remove.scatter(1, sorted_idx, sorted_remove)  # [B, V]
-    return scores.masked_fill(remove, -math.inf)
+    _check_param(typical_p, scores, "typical_p", _unit_interval, "(0, 1]")
+    return _copy_if_same(apply_typical_unchecked(scores, typical_p, min_tokens_to_keep), scores)
+
+
+# --- plausibility head -----------------------------------------------------------------------------------
 
 
 def relative_top_mask(
@@ -127,8 +209,8 @@ def relative_top_mask(
     """
     _check_scores(scores)
     _check_min_tokens(min_tokens_to_keep)
+    _check_param(alpha, scores, "alpha", lambda a: (a >= 0) & (a <= 1), "[0, 1]")  # no sync for a scalar
     a = _row_param(alpha, scores, "alpha", torch.float64)  # [B, 1]
-    _check_range(a, (a >= 0) & (a <= 1), "alpha", "[0, 1]")
     log_probs = scores if normalized else torch.log_softmax(scores, dim=-1)  # [B, V]
     top = log_probs.max(dim=-1, keepdim=True).values  # [B, 1]
     k = min(min_tokens_to_keep, scores.shape[-1])

@@ -19,6 +19,7 @@ from transformers import GenerationConfig, LogitsProcessorList, PreTrainedModel,
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 
 from ...decoding import condition as condition_math
+from ...samplers.seeding import SeedArg
 from .generate import _expand_rows, _prepare
 from .loop import run_decode_loop
 from .runner import SequenceRunner, last_logits, left_pad, unpad
@@ -98,6 +99,7 @@ def condition_contrast(
     condition_free_attention_mask: list[torch.Tensor | None] | torch.Tensor | None = None,
     condition_alpha: float = 1.0,
     condition_target: str = "weakest",
+    seed: SeedArg = None,
     **model_kwargs: Any,
 ) -> Any:
     """Condition contrast: ``(1 + condition_alpha) l(y|x) - condition_alpha l(y|x without condition k*)``.
@@ -134,7 +136,13 @@ def condition_contrast(
         )
         dropped.append((ids, mask))
     controls, attention_mask = _prepare(
-        model, "condition_contrast", logits_processor, stopping_criteria, generation_config, model_kwargs
+        model,
+        "condition_contrast",
+        logits_processor,
+        stopping_criteria,
+        generation_config,
+        model_kwargs,
+        seed,
     )
     config = controls.generation_config
     pad_token_id = 0 if config.pad_token_id is None else int(config.pad_token_id)

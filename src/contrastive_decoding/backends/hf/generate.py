@@ -6,6 +6,10 @@
 transformers prepares the inputs, logits processors (repetition penalty, sampling warpers, ...), stopping
 criteria and generation config as for any decoding mode, then calls the function with them; the extra
 keyword arguments named in each signature (``dola_layers``, ``penalty_alpha``, ...) are passed through.
+
+``seed`` (every sampled method): None draws from the global torch RNG, as transformers does; an int (every
+prompt) or one int per prompt keys each row's draws on (seed, output position), so a row samples the same
+tokens alone and in any batch (:mod:`contrastive_decoding.samplers.seeding`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from ...decoding import context as context_math
 from ...decoding import contrastive_search as cs_math
 from ...decoding import dola as dola_math
 from ...decoding import expert_amateur as ea_math
+from ...samplers.seeding import SeedArg
 from ...vocabulary import check_same_tokenizer as check_same_tokenizer  # re-exported for cli serve
 from ...vocabulary import check_same_vocabulary, checkpoint_tokenizer
 from .loop import LoopControls, generate_streamer, run_decode_loop
@@ -41,6 +46,7 @@ def _prepare(
     stopping_criteria: StoppingCriteriaList | None,
     generation_config: GenerationConfig | None,
     model_kwargs: dict[str, Any],
+    seed: SeedArg = None,
 ) -> tuple[LoopControls, torch.Tensor | None]:
     """Validate what a method cannot handle and return the loop controls and the 2-D attention mask."""
     if model.config.is_encoder_decoder:
@@ -54,7 +60,7 @@ def _prepare(
         if model_kwargs.get(key) is not None:
             raise ValueError(f"{method} takes input_ids; {key} is not supported by this method")
     controls = LoopControls.from_generate(
-        logits_processor, stopping_criteria, generation_config, generate_streamer()
+        logits_processor, stopping_criteria, generation_config, generate_streamer(), seed
     )
     return controls, model_kwargs.get("attention_mask")
 
@@ -74,11 +80,12 @@ def greedy(
     logits_processor: LogitsProcessorList | None = None,
     stopping_criteria: StoppingCriteriaList | None = None,
     generation_config: GenerationConfig | None = None,
+    seed: SeedArg = None,
     **model_kwargs: Any,
 ) -> GenerateResult:
-    """Plain decoding through our loop (greedy, or sampled with ``do_sample=True``): the baseline."""
+    """Plain decoding through our loop (greedy, or sampled with ``do_sample=True``, ``seed``): the baseline."""
     controls, attention_mask = _prepare(
-        model, "greedy", logits_processor, stopping_criteria, generation_config, model_kwargs
+        model, "greedy", logits_processor, stopping_criteria, generation_config, model_kwargs, seed
     )
     return run_decode_loop(input_ids, PlainStepper(model, input_ids, attention_mask), controls)
 
@@ -125,6 +132,7 @@ def dola(
     relative_top: float = 0.1,
     layer_choice: str = "dola",
     early_exit_norm: bool = False,
+    seed: SeedArg = None,
     **model_kwargs: Any,
 ) -> GenerateResult:
     """DoLa: ``dola_layers`` "low" | "high" | list of layer indices; add ``repetition_penalty=1.2`` as advised."""
@@ -135,7 +143,7 @@ def dola(
         early_exit_norm=early_exit_norm,
     )
     controls, attention_mask = _prepare(
-        model, "dola", logits_processor, stopping_criteria, generation_config, model_kwargs
+        model, "dola", logits_processor, stopping_criteria, generation_config, model_kwargs, seed
     )
     return run_decode_loop(input_ids, DolaStepper(model, input_ids, attention_mask, cfg), controls)
 
@@ -152,6 +160,7 @@ def expert_amateur(
     contrast_beta: float | None = None,
     expert_tokenizer: Any = None,
     amateur_tokenizer: Any = None,
+    seed: SeedArg = None,
     **model_kwargs: Any,
 ) -> GenerateResult:
     """Expert-amateur contrastive decoding; ``model`` is the expert. ``contrast_beta=None`` gives Li et al.'s
@@ -169,7 +178,7 @@ def expert_amateur(
         raise ValueError("expert_amateur needs amateur_model=<a smaller model with the same tokenizer>")
     vocab_size = shared_vocabulary_size(model, amateur_model, expert_tokenizer, amateur_tokenizer)
     controls, attention_mask = _prepare(
-        model, "expert_amateur", logits_processor, stopping_criteria, generation_config, model_kwargs
+        model, "expert_amateur", logits_processor, stopping_criteria, generation_config, model_kwargs, seed
     )
     stepper = ExpertAmateurStepper(model, amateur_model, input_ids, attention_mask, cfg, vocab_size)
     return run_decode_loop(input_ids, stepper, controls)
@@ -184,6 +193,7 @@ def cad(
     context_free_input_ids: torch.Tensor | None = None,
     context_free_attention_mask: torch.Tensor | None = None,
     cad_alpha: float = 1.0,
+    seed: SeedArg = None,
     **model_kwargs: Any,
 ) -> GenerateResult:
     """Context-aware decoding: ``input_ids`` hold context + question, ``context_free_input_ids`` the question
@@ -200,6 +210,7 @@ def cad(
         context_free_input_ids,
         context_free_attention_mask,
         model_kwargs,
+        seed,
     )
 
 
@@ -212,6 +223,7 @@ def adacad(
     context_free_input_ids: torch.Tensor | None = None,
     context_free_attention_mask: torch.Tensor | None = None,
     adacad_threshold: float = 0.0,
+    seed: SeedArg = None,
     **model_kwargs: Any,
 ) -> GenerateResult:
     """AdaCAD: CAD whose weight is, per step and row, the Jensen-Shannon divergence between the two
@@ -228,6 +240,7 @@ def adacad(
         context_free_input_ids,
         context_free_attention_mask,
         model_kwargs,
+        seed,
     )
 
 
@@ -242,6 +255,7 @@ def _context_pair(
     free_ids: torch.Tensor | None,
     free_mask: torch.Tensor | None,
     model_kwargs: dict[str, Any],
+    seed: SeedArg = None,
 ) -> GenerateResult:
     if free_ids is None:
         raise ValueError(
@@ -253,7 +267,7 @@ def _context_pair(
             free_mask.to(input_ids.device), input_ids.shape[0], "context_free_attention_mask"
         )
     controls, attention_mask = _prepare(
-        model, method, logits_processor, stopping_criteria, generation_config, model_kwargs
+        model, method, logits_processor, stopping_criteria, generation_config, model_kwargs, seed
     )
     pad_token_id = controls.generation_config.pad_token_id
     pad_token_id = 0 if pad_token_id is None else int(pad_token_id)

@@ -19,6 +19,7 @@ import torch
 from transformers import GenerationConfig, LogitsProcessorList, PreTrainedModel, StoppingCriteriaList
 
 from ...decoding import layer_fusion as fusion_math
+from ...samplers.seeding import SeedArg
 from .early_exit import check_dola_architecture, final_norm
 from .generate import _expand_rows, _prepare, shared_vocabulary_size
 from .loop import run_decode_loop
@@ -150,6 +151,7 @@ def layer_fusion(
     refocus_weight: float = 0.0,
     expert_tokenizer: Any = None,
     amateur_tokenizer: Any = None,
+    seed: SeedArg = None,
     **model_kwargs: Any,
 ) -> Any:
     """Multi-layer fusion contrast: ``cd_final + fusion_lambda * cd_lower`` (+ the truthfulness refocus).
@@ -175,7 +177,7 @@ def layer_fusion(
     if amateur_model is not None:
         vocab_size = shared_vocabulary_size(model, amateur_model, expert_tokenizer, amateur_tokenizer)
     controls, attention_mask = _prepare(
-        model, "layer_fusion", logits_processor, stopping_criteria, generation_config, model_kwargs
+        model, "layer_fusion", logits_processor, stopping_criteria, generation_config, model_kwargs, seed
     )
     pad = controls.generation_config.pad_token_id
     batch, device = input_ids.shape[0], input_ids.device

@@ -4,6 +4,12 @@ A method supplies a *stepper* (see :class:`Stepper`): the scores of the next tok
 processors, a way to choose the token (default: argmax or a draw), and how to advance its model(s).
 The loop owns everything transformers' ``generate`` users expect: logits processors, stopping criteria
 (max length, EOS, custom), padding of finished rows, streamers, and ``return_dict_in_generate`` outputs.
+
+Tokens are chosen by :func:`contrastive_decoding.samplers.select_tokens` (the vLLM pair processor's function
+too), after the processors, which hold the sampling warpers. Without a ``seed`` sampled rows draw from the
+global torch RNG, the same tokens as transformers' ``_sample``; with one, row ``b``'s draw at output position
+``t`` is keyed on (its seed, t) (:mod:`contrastive_decoding.samplers.seeding`), so it does not depend on the
+batch.
 """
 
 from __future__ import annotations
@@ -16,7 +22,9 @@ import torch
 from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 
-from ...samplers import (
+from ...samplers import SamplingConfig, row_seeds, select_tokens
+from ...samplers.seeding import SeedArg, check_seed
+from .sampling import (
     SamplingLogitsWarper,
     sampling_config_from_generation_config,
     strip_hf_sampling_warpers,
@@ -28,7 +36,8 @@ class Stepper(Protocol):
         """Prefill; return (method scores [B, V], raw model logits [B, V]) for the first new token."""
 
     def choose(self, input_ids: torch.Tensor, processed_scores: torch.Tensor) -> torch.Tensor | None:
-        """Pick the next tokens [B] from processed scores, or None to let the loop argmax / sample."""
+        """Pick the next tokens [B] from processed scores, or None to let the loop argmax / sample
+        (``select_tokens``)."""
 
     def advance(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Feed the chosen tokens [B]; return the next (method scores, raw logits)."""
@@ -42,6 +51,7 @@ class LoopControls:
     stopping_criteria: StoppingCriteriaList
     generation_config: GenerationConfig
     streamer: object | None = None
+    seed: SeedArg = None  # None: the global RNG; an int for every prompt, or one per prompt / row
 
     @classmethod
     def from_generate(
@@ -50,13 +60,24 @@ class LoopControls:
         stopping_criteria: StoppingCriteriaList | None,
         generation_config: GenerationConfig,
         streamer: object | None = None,
+        seed: SeedArg = None,
     ) -> LoopControls:
         """Replace transformers' sampling warpers by ours (same math, shared with the vLLM backend)."""
+        check_seed(seed)
         processors, position = strip_hf_sampling_warpers(LogitsProcessorList(logits_processor or []))
         sampling = sampling_config_from_generation_config(generation_config)
         if sampling.do_sample and position is not None:
             processors.insert(position, SamplingLogitsWarper(sampling))
-        return cls(processors, stopping_criteria or StoppingCriteriaList(), generation_config, streamer)
+        return cls(processors, stopping_criteria or StoppingCriteriaList(), generation_config, streamer, seed)
+
+    def draw_configs(self, batch_size: int) -> SamplingConfig | list[SamplingConfig]:
+        """What ``select_tokens`` needs once the processors have warped: greedy or sampled, and each row's seed."""
+        if not self.generation_config.do_sample:
+            return SamplingConfig()
+        seeds = row_seeds(self.seed, batch_size, self.generation_config.num_return_sequences or 1)
+        if seeds is None:
+            return SamplingConfig(do_sample=True)
+        return [SamplingConfig(do_sample=True, seed=seed) for seed in seeds]
 
 
 def generate_streamer() -> object | None:
@@ -84,7 +105,8 @@ def run_decode_loop(
     controls: LoopControls,
 ) -> torch.Tensor | GenerateDecoderOnlyOutput:
     config = controls.generation_config
-    do_sample = bool(config.do_sample)
+    draw = controls.draw_configs(input_ids.shape[0])  # warpers off: the processors already warped
+    prompt_width = input_ids.shape[1]
     pad_token_id = config._pad_token_tensor
     has_eos_stopping = any(hasattr(criteria, "eos_token_id") for criteria in controls.stopping_criteria)
     if has_eos_stopping and pad_token_id is None:
@@ -103,10 +125,7 @@ def run_decode_loop(
             raw_logits += (logits,)
         next_tokens = stepper.choose(input_ids, processed)
         if next_tokens is None:
-            if do_sample:
-                next_tokens = torch.multinomial(processed.softmax(dim=-1), num_samples=1).squeeze(1)
-            else:
-                next_tokens = processed.argmax(dim=-1)
+            next_tokens = select_tokens(processed, draw, positions=input_ids.shape[1] - prompt_width)  # [B]
         if has_eos_stopping:
             next_tokens = torch.where(unfinished, next_tokens, pad_token_id)
         input_ids = torch.cat([input_ids, next_tokens[:, None]], dim=-1)

@@ -31,6 +31,7 @@ from ...decoding.ritual import RitualConfig, ritual_contrast
 from ...decoding.ritual_vcd import RitualVcdConfig, ritual_vcd_contrast
 from ...decoding.vcd import VcdConfig, vcd_contrast
 from ...decoding.vdd import VddConfig, vdd_contrast
+from ...samplers.seeding import SeedArg
 from .loop import LoopControls, generate_streamer, run_decode_loop
 from .vision_branches import Branch, ImageContrastStepper
 from .vision_families import VisionFamily, vision_family
@@ -82,6 +83,7 @@ def _prepare(
     stopping_criteria: StoppingCriteriaList | None,
     generation_config: GenerationConfig | None,
     inputs: dict[str, Any],
+    seed: SeedArg = None,
 ) -> _Prepared:
     """The checks and the image branch every image method shares (one error each for a text-only model, beam
     search, a missing image, ``inputs_embeds``)."""
@@ -99,7 +101,7 @@ def _prepare(
         raise ValueError(f"{method} takes input_ids with image inputs; inputs_embeds is not supported here")
     inputs = expand_image_inputs(inputs, input_ids, model)
     controls = LoopControls.from_generate(
-        logits_processor, stopping_criteria, generation_config, generate_streamer()
+        logits_processor, stopping_criteria, generation_config, generate_streamer(), seed
     )
     return _Prepared(model, family, controls, Branch(input_ids, inputs))
 
@@ -141,6 +143,7 @@ def vcd(
     image_processor: Any = None,
     perturbation: Callable[[Any], Any] | None = None,
     perturbed_inputs: dict[str, Any] | None = None,
+    seed: SeedArg = None,
     pixel_values: torch.Tensor | None = None,
     image_grid_thw: torch.Tensor | None = None,
     pixel_attention_mask: torch.Tensor | None = None,
@@ -158,7 +161,9 @@ def vcd(
         vcd_alpha=vcd_alpha, vcd_beta=vcd_beta, noise_step=noise_step, noise_schedule=noise_schedule
     )
     inputs = _model_inputs(model_kwargs, pixel_values, image_grid_thw, pixel_attention_mask, image_sizes)
-    run = _prepare(model, "vcd", input_ids, logits_processor, stopping_criteria, generation_config, inputs)
+    run = _prepare(
+        model, "vcd", input_ids, logits_processor, stopping_criteria, generation_config, inputs, seed
+    )
     noised = _user_branch(run, perturbed_inputs, perturbation, images, image_processor)
     if noised is None:
         noised = noised_branch(model, run.image, perturbation_seed, cfg.noise_step, cfg.noise_schedule)
@@ -179,6 +184,7 @@ def ritual(
     image_processor: Any = None,
     perturbation: Callable[[Any], Any] | None = None,
     perturbed_inputs: dict[str, Any] | None = None,
+    seed: SeedArg = None,
     pixel_values: torch.Tensor | None = None,
     image_grid_thw: torch.Tensor | None = None,
     pixel_attention_mask: torch.Tensor | None = None,
@@ -192,7 +198,9 @@ def ritual(
     ``perturbed_inputs`` replace it as for :func:`vcd`."""
     cfg = RitualConfig(ritual_alpha_pos=ritual_alpha_pos, ritual_beta=ritual_beta)
     inputs = _model_inputs(model_kwargs, pixel_values, image_grid_thw, pixel_attention_mask, image_sizes)
-    run = _prepare(model, "ritual", input_ids, logits_processor, stopping_criteria, generation_config, inputs)
+    run = _prepare(
+        model, "ritual", input_ids, logits_processor, stopping_criteria, generation_config, inputs, seed
+    )
     transformed = _user_branch(run, perturbed_inputs, perturbation, images, image_processor)
     if transformed is None:
         transformed = transformed_branch(
@@ -216,6 +224,7 @@ def ritual_vcd(
     perturbation_seed: int | Sequence[int] = 0,
     images: Any = None,
     image_processor: Any = None,
+    seed: SeedArg = None,
     pixel_values: torch.Tensor | None = None,
     image_grid_thw: torch.Tensor | None = None,
     pixel_attention_mask: torch.Tensor | None = None,
@@ -233,7 +242,7 @@ def ritual_vcd(
     )
     inputs = _model_inputs(model_kwargs, pixel_values, image_grid_thw, pixel_attention_mask, image_sizes)
     run = _prepare(
-        model, "ritual_vcd", input_ids, logits_processor, stopping_criteria, generation_config, inputs
+        model, "ritual_vcd", input_ids, logits_processor, stopping_criteria, generation_config, inputs, seed
     )
     transformed = transformed_branch(
         run.image, run.family, images, image_processor, perturbation_seed, ritual_transforms, "ritual_vcd"
@@ -252,6 +261,7 @@ def vdd(
     vdd_beta: float = 0.1,
     image_token_ids: Sequence[int] | None = None,
     perturbed_inputs: dict[str, Any] | None = None,
+    seed: SeedArg = None,
     pixel_values: torch.Tensor | None = None,
     image_grid_thw: torch.Tensor | None = None,
     pixel_attention_mask: torch.Tensor | None = None,
@@ -265,9 +275,33 @@ def vdd(
     give as ``perturbed_inputs={"input_ids": ..., "attention_mask": ...}``."""
     cfg = VddConfig(vdd_alpha=vdd_alpha, vdd_beta=vdd_beta)
     inputs = _model_inputs(model_kwargs, pixel_values, image_grid_thw, pixel_attention_mask, image_sizes)
-    run = _prepare(model, "vdd", input_ids, logits_processor, stopping_criteria, generation_config, inputs)
+    run = _prepare(
+        model, "vdd", input_ids, logits_processor, stopping_criteria, generation_config, inputs, seed
+    )
     without = _user_branch(run, perturbed_inputs)
     if without is None:
         pad = run.controls.generation_config.pad_token_id
         without = no_image_branch(model, run.image, image_token_ids, 0 if pad is None else int(pad))
     return _decode(run, [without], vdd_contrast, cfg)
+
+
+def image_greedy(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    logits_processor: LogitsProcessorList | None = None,
+    stopping_criteria: StoppingCriteriaList | None = None,
+    generation_config: GenerationConfig | None = None,
+    seed: SeedArg = None,
+    pixel_values: torch.Tensor | None = None,
+    image_grid_thw: torch.Tensor | None = None,
+    pixel_attention_mask: torch.Tensor | None = None,
+    image_sizes: torch.Tensor | None = None,
+    **model_kwargs: Any,
+) -> Any:
+    """Plain decoding of a VLM through our loop: the image branch alone (greedy: ``generate``'s tokens), for
+    sampling with a per-row ``seed`` like the image methods."""
+    inputs = _model_inputs(model_kwargs, pixel_values, image_grid_thw, pixel_attention_mask, image_sizes)
+    run = _prepare(
+        model, "plain", input_ids, logits_processor, stopping_criteria, generation_config, inputs, seed
+    )
+    return _decode(run, [], lambda logits, cfg: logits, None)

@@ -11,10 +11,16 @@ backend runs the user's processors on them.
 Paired methods (CAD / AdaCAD): the pair-aware scheduler (:mod:`.scheduler`) runs the prompt without its context as
 a twin request in the same batch. ``ContrastiveLogitsProcessor`` finds both rows of each pair, computes the
 method's scores from the two rows' logits with ``contrastive_decoding.decoding.context`` (the Hugging Face
-backend's math), picks the token itself (argmax, or a draw with the request's temperature / top-k / top-p / typical
-and seed) and leaves that one token finite in both rows ("one-hot forcing"), so vLLM's sampler, which runs after,
-returns it for both and the twin stays on the main request's tokens. Seeded draws use a generator keyed on
-(seed, position), so a row draws the same token whatever batch it is in.
+backend's math), picks the token itself with ``contrastive_decoding.samplers.select_tokens`` (the Hugging Face
+loop's function: argmax, or a draw with the request's temperature / top-k / top-p / typical and seed) and leaves
+that one token finite in both rows ("one-hot forcing"), so vLLM's sampler, which runs after, returns it for both
+and the twin stays on the main request's tokens. A seeded row's draw at output position t is keyed on
+(seed, t) (``contrastive_decoding.samplers.seeding``), so it draws the same token whatever batch it is in, and
+the same token as the Hugging Face backend for the same scores.
+
+Per step, nothing here syncs with the host: requests are validated (and their ``SamplingConfig`` built) once,
+when they are added; row indices go to the device with non-blocking copies (from pinned memory when the engine
+pins); warpers run in their unchecked form.
 
 ``TypicalLogitsProcessor`` adds locally typical sampling (``extra_args={"typical_p": 0.9}``) with the same
 function as the Hugging Face backend; it is argmax-invariant, so vLLM applies it to sampled rows only, after
@@ -30,11 +36,11 @@ from vllm import SamplingParams
 from vllm.v1.sample.logits_processor import BatchUpdate, LogitsProcessor
 from vllm.v1.sample.logits_processor.builtin import process_dict_updates
 
-from ...decoding import context as context_math
 from ...decoding import registry
 from ...samplers.config import SamplingConfig
-from ...samplers.warpers import apply_typical
-from .requests import PAIR_KEY, PAIR_METHODS, MethodRequest, parse_extra_args
+from ...samplers.select import select_tokens
+from ...samplers.warpers import apply_typical_unchecked
+from .requests import PAIR_KEY, PAIR_METHODS, MethodRequest, pair_sampling_config, parse_extra_args
 from .rows import engine_row_table
 
 
@@ -45,66 +51,61 @@ def _method_entry(params: SamplingParams, _prompt_ids, _output_ids) -> MethodReq
 
 @dataclass
 class PairRow:
-    """One row of a paired request: its method, sampling parameters and live output tokens."""
+    """One row of a paired request: its method, sampling (validated when the request was added) and live output
+    tokens."""
 
     request: MethodRequest
-    params: SamplingParams
+    sampling: SamplingConfig
     output_ids: list[int]
-    typical_p: float
+
+
+def sampling_config(params: SamplingParams, typical_p: float) -> SamplingConfig:
+    """A paired row's ``SamplingConfig`` from its ``SamplingParams`` (validated: raises ``ValueError``)."""
+    return pair_sampling_config(params.temperature, params.top_k, params.top_p, typical_p, params.seed)
 
 
 def _pair_entry(params: SamplingParams, _prompt_ids, output_ids: list[int]) -> PairRow | None:
     if not params.extra_args or PAIR_KEY not in params.extra_args:
         return None
     request, typical_p = parse_extra_args(params.extra_args)
-    return PairRow(request, params, output_ids, typical_p)
+    return PairRow(request, sampling_config(params, typical_p), output_ids)
 
 
-def _sampling_config(row: PairRow) -> SamplingConfig:
-    params = row.params
-    if params.temperature == 0:
-        return SamplingConfig()
-    return SamplingConfig(
-        do_sample=True,
-        temperature=params.temperature,
-        top_k=max(int(params.top_k or 0), 0),
-        top_p=params.top_p,
-        typical_p=row.typical_p,
-        seed=params.seed,
-    )
+def device_rows(rows: list[int], device: torch.device, pin_memory: bool = False) -> torch.Tensor:
+    """Row indices as a LongTensor on ``device``, copied without waiting for the device."""
+    host = torch.tensor(rows, dtype=torch.long, pin_memory=pin_memory and device.type != "cpu")
+    return host.to(device, non_blocking=True)
 
 
 def choose_pair_tokens(
     main_logits: torch.Tensor,  # [P, V] logits given context + input
     twin_logits: torch.Tensor,  # [P, V] logits given the input alone
     rows: list[PairRow],  # the main rows, P of them
+    pin_memory: bool = False,
 ) -> torch.Tensor:  # [P] token ids
-    """The token each pair decodes: the method's scores, then argmax or a draw per the request's sampling."""
-    scores = torch.empty(main_logits.shape, dtype=torch.float32, device=main_logits.device)  # [P, V]
+    """The token each pair decodes: the method's scores, then ``select_tokens`` with each row's sampling and
+    output position (argmax, or a draw; seeded rows keyed on (seed, position))."""
     groups: dict[tuple, list[int]] = {}
     for position, row in enumerate(rows):
         groups.setdefault((row.request.method, row.request.config), []).append(position)
-    for (method, config), positions in groups.items():
-        index = torch.tensor(positions, device=main_logits.device)
-        if method == "adacad":
-            scores[index], _ = context_math.adacad_contrast(main_logits[index], twin_logits[index], config)
-        else:
-            scores[index] = context_math.cad_contrast(
-                main_logits[index], twin_logits[index], config.cad_alpha
-            )
-    tokens = scores.argmax(dim=-1)  # [P]
-    for position, row in enumerate(rows):
-        sampling = _sampling_config(row)
-        if sampling.is_greedy:
-            continue
-        warped = sampling.warp(scores[position : position + 1])  # [1, V]
-        generator = None
-        if sampling.seed is not None:  # keyed on (seed, position): the same draw in any batch
-            generator = torch.Generator(device=scores.device)
-            generator.manual_seed((sampling.seed * 1_000_003 + len(row.output_ids)) % (2**63))
-        probs = warped.softmax(dim=-1)
-        tokens[position] = torch.multinomial(probs, 1, generator=generator)[0, 0]
-    return tokens
+    if len(groups) == 1:  # one method and config for every pair: no gather
+        ((method, config),) = groups
+        scores = _pair_scores(method, config, main_logits, twin_logits)  # [P, V]
+    else:
+        scores = torch.empty(main_logits.shape, dtype=torch.float32, device=main_logits.device)  # [P, V]
+        for (method, config), positions in groups.items():
+            index = device_rows(positions, main_logits.device, pin_memory)
+            scores[index] = _pair_scores(method, config, main_logits[index], twin_logits[index])
+    return select_tokens(
+        scores, [row.sampling for row in rows], positions=[len(row.output_ids) for row in rows]
+    )
+
+
+def _pair_scores(method: str, config, main_logits: torch.Tensor, twin_logits: torch.Tensor) -> torch.Tensor:
+    """The method's scores of paired rows [R, V]: the function its ``MethodSpec.vllm.pair_scores`` names (the
+    Hugging Face backend's math)."""
+    pair_scores = registry.load(registry.get_spec(method).vllm.pair_scores)
+    return pair_scores(main_logits, twin_logits, config).float()  # [R, V]
 
 
 def force_tokens(logits: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor) -> None:
@@ -136,9 +137,10 @@ class ContrastiveLogitsProcessor(LogitsProcessor):
     def validate_params(cls, sampling_params: SamplingParams) -> None:
         if sampling_params.extra_args and PAIR_KEY in sampling_params.extra_args:
             raise ValueError(f"{PAIR_KEY!r} is set by the scheduler, not by requests")
-        request, _ = parse_extra_args(sampling_params.extra_args)
+        request, typical_p = parse_extra_args(sampling_params.extra_args)
         if request.method in PAIR_METHODS:
             check_pair_params(request.method, sampling_params)
+            sampling_config(sampling_params, typical_p)  # the pair processor's sampling, checked once here
         if request.method != registry.PLAIN:
             if sampling_params.prompt_logprobs is not None:
                 raise ValueError(f"prompt_logprobs is not supported with method {request.method!r}")
@@ -150,6 +152,7 @@ class ContrastiveLogitsProcessor(LogitsProcessor):
             vllm_config
         )  # shared with the model wrapper; see .rows for the protocol
         self.pairs: dict[int, PairRow] = {}
+        self.pin_memory = is_pin_memory
 
     def is_argmax_invariant(self) -> bool:
         return False  # method scores change the argmax; vLLM runs this before penalties, on every row
@@ -188,10 +191,10 @@ class ContrastiveLogitsProcessor(LogitsProcessor):
             twin_rows.append(twin)
         if not main_rows:
             return
-        main_index = torch.tensor(main_rows, device=logits.device)
-        twin_index = torch.tensor(twin_rows, device=logits.device)
+        main_index = device_rows(main_rows, logits.device, self.pin_memory)
+        twin_index = device_rows(twin_rows, logits.device, self.pin_memory)
         tokens = choose_pair_tokens(
-            logits[main_index], logits[twin_index], [self.pairs[row] for row in main_rows]
+            logits[main_index], logits[twin_index], [self.pairs[row] for row in main_rows], self.pin_memory
         )  # [P]
         force_tokens(logits, main_index, tokens)
         force_tokens(logits, twin_index, tokens)
@@ -210,6 +213,9 @@ class TypicalLogitsProcessor(LogitsProcessor):
     def __init__(self, vllm_config, device: torch.device, is_pin_memory: bool) -> None:
         self.typical_p: dict[int, float] = {}
         self.batch_size = 0
+        self.device = device
+        self.pin_memory = is_pin_memory
+        self.mass: torch.Tensor | None = None  # [B] float64 on the device, rebuilt when the batch changes
 
     def is_argmax_invariant(self) -> bool:
         return True
@@ -217,12 +223,17 @@ class TypicalLogitsProcessor(LogitsProcessor):
     def update_state(self, batch_update: BatchUpdate | None) -> None:
         if batch_update is not None:
             self.batch_size = batch_update.batch_size
+            self.mass = None
         process_dict_updates(self.typical_p, batch_update, _typical_entry)
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         if not self.typical_p:
             return logits
-        mass = torch.ones(logits.shape[0], dtype=torch.float64)  # [B]; 1.0 leaves a row untouched
-        for row, value in self.typical_p.items():
-            mass[row] = value
-        return apply_typical(logits, mass.to(logits.device))
+        if self.mass is None or self.mass.shape[0] != logits.shape[0]:
+            mass = torch.ones(logits.shape[0], dtype=torch.float64)  # [B]; 1.0 leaves a row untouched
+            for row, value in self.typical_p.items():
+                mass[row] = value
+            if self.pin_memory and logits.device.type != "cpu":
+                mass = mass.pin_memory()
+            self.mass = mass.to(logits.device, non_blocking=True)
+        return apply_typical_unchecked(logits, self.mass)  # validated at admission (parse_extra_args)

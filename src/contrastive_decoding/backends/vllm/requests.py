@@ -12,6 +12,7 @@ from typing import Any
 from ...decoding import make_method_config, method_parameters, registry
 from ...decoding._validation import check_range, did_you_mean
 from ...decoding.spec import VLLM_NO, VLLM_PAIR
+from ...samplers.config import SamplingConfig
 
 METHOD_KEY = "method"
 TYPICAL_KEY = "typical_p"
@@ -98,3 +99,20 @@ def parse_extra_args(extra_args: dict[str, Any] | None) -> tuple[MethodRequest, 
     if pair is not None:
         return MethodRequest(method, config, str(pair["id"]), str(pair["role"])), float(typical_p)
     return MethodRequest(method, config), float(typical_p)
+
+
+def pair_sampling_config(
+    temperature: float, top_k: int | None, top_p: float, typical_p: float, seed: int | None
+) -> SamplingConfig:
+    """How the pair processor chooses a paired row's token, from the request's vLLM sampling fields
+    (temperature 0 is greedy, top_k <= 0 is off); built and validated once per request."""
+    if temperature == 0:
+        return SamplingConfig()
+    return SamplingConfig(
+        do_sample=True,
+        temperature=temperature,
+        top_k=max(int(top_k or 0), 0),
+        top_p=top_p,
+        typical_p=typical_p,
+        seed=seed,
+    )

@@ -10,28 +10,17 @@ from collections.abc import Sequence
 
 import torch
 
-from .._validation import check_int
-
-_MASK64 = (1 << 64) - 1
-
-
-def _splitmix64(x: int) -> int:
-    x = (x + 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
+from ...samplers.seeding import perturbation_generator
 
 
 def seeded_generator(seed: int, request_index: int, device: torch.device | str = "cpu") -> torch.Generator:
     """A generator for sample ``request_index`` of a request seeded with ``seed``.
 
-    The two integers are hashed (splitmix64) into one 64-bit seed, so neighbouring seeds and indices give
-    unrelated streams: each image of a batch gets its own independent draw, the same one on every run.
+    :func:`contrastive_decoding.samplers.seeding.perturbation_generator`: the two integers are hashed
+    (splitmix64) into one 64-bit seed, so neighbouring seeds and indices give unrelated streams: each image of a
+    batch gets its own independent draw, the same one on every run.
     """
-    check_int("seed", seed, 0)
-    check_int("request_index", request_index, 0)
-    mixed = _splitmix64(_splitmix64(seed & _MASK64) ^ (request_index & _MASK64))
-    return torch.Generator(device=device).manual_seed(mixed)
+    return perturbation_generator(seed, request_index, device)
 
 
 def row_generators(perturbation_seed: int | Sequence[int], batch_size: int) -> list[torch.Generator]:
