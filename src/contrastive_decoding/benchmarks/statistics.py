@@ -92,13 +92,28 @@ class PairedTest:
 # --------------------------------------------------------------------------- helpers
 
 
-def _check_common(confidence: float, n_resamples: int, method: str) -> None:
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
-    if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or n_resamples < 1:
-        raise ValueError(f"n_resamples must be an integer >= 1, got {n_resamples!r}")
-    if method not in BOOTSTRAP_METHODS:
-        raise ValueError(f"method must be one of {', '.join(BOOTSTRAP_METHODS)}, got {method!r}")
+@dataclass(frozen=True)
+class _Resampling:
+    """The resampling settings every interval and test takes (validated): the interval's confidence and
+    bootstrap method, the number of resamples (bootstrap and permutation) and the seed of their draws."""
+
+    confidence: float
+    n_resamples: int
+    method: str
+    seed: int
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.confidence < 1.0:
+            raise ValueError(f"confidence must be in (0, 1), got {self.confidence!r}")
+        n_resamples = self.n_resamples
+        if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or n_resamples < 1:
+            raise ValueError(f"n_resamples must be an integer >= 1, got {n_resamples!r}")
+        if self.method not in BOOTSTRAP_METHODS:
+            raise ValueError(f"method must be one of {', '.join(BOOTSTRAP_METHODS)}, got {self.method!r}")
+
+    def permutations(self, n: int) -> str:
+        """How many permutations a paired test of ``n`` items runs: "exact" (all 2**n) or ``n_resamples``."""
+        return "exact" if 2**n <= self.n_resamples else str(self.n_resamples)
 
 
 def _as_values(values: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
@@ -110,6 +125,15 @@ def _as_values(values: Sequence[float] | np.ndarray, name: str) -> np.ndarray:
     return array
 
 
+def _paired_values(
+    a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    a_values, b_values = _as_values(a, "a"), _as_values(b, "b")
+    if a_values.shape != b_values.shape:
+        raise ValueError(f"a and b must be paired (same length), got {len(a_values)} and {len(b_values)}")
+    return a_values, b_values
+
+
 def _batch(n: int) -> int:
     return max(1, _BATCH_ELEMENTS // max(n, 1))
 
@@ -117,13 +141,10 @@ def _batch(n: int) -> int:
 def _bootstrap(
     data: tuple[np.ndarray, ...],
     statistic: Callable[..., Any],
+    settings: _Resampling,
     *,
     paired: bool,
     vectorized: bool,
-    confidence: float,
-    n_resamples: int,
-    method: str,
-    seed: int,
 ) -> tuple[float, float, str]:
     """``scipy.stats.bootstrap``'s interval; BCa falls back to percentile where it is undefined (a degenerate
     bootstrap distribution, e.g. every item the same). The same seed draws the same resamples every call."""
@@ -135,21 +156,54 @@ def _bootstrap(
             result = stats.bootstrap(
                 data,
                 statistic,
-                n_resamples=n_resamples,
+                n_resamples=settings.n_resamples,
                 batch=_batch(len(data[0])) if vectorized else None,
                 vectorized=vectorized,
                 paired=paired,
-                confidence_level=confidence,
+                confidence_level=settings.confidence,
                 method=name,
-                rng=np.random.default_rng(seed),
+                rng=np.random.default_rng(settings.seed),
             )
         return float(result.confidence_interval.low), float(result.confidence_interval.high)
 
+    method = settings.method
     low, high = run(method)
     if method == "BCa" and not (math.isfinite(low) and math.isfinite(high)):
         method = "percentile"
         low, high = run(method)
     return low, high, method
+
+
+def _paired_permutation_p_value(
+    data: tuple[np.ndarray, np.ndarray],
+    statistic: Callable[..., Any],
+    settings: _Resampling,
+    *,
+    vectorized: bool,
+) -> float:
+    """The two-sided p-value of ``scipy.stats.permutation_test`` over paired samples (each item's two values
+    swapped or not: a sign-flip test), seeded like :func:`_bootstrap`."""
+    from scipy import stats
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = stats.permutation_test(
+            data,
+            statistic,
+            permutation_type="samples",
+            vectorized=vectorized,
+            n_resamples=settings.n_resamples,
+            batch=_batch(len(data[0])) if vectorized else None,
+            alternative="two-sided",
+            rng=np.random.default_rng(settings.seed),
+        )
+    return float(result.pvalue)
+
+
+# What a paired test returns when the two runs have no item in common.
+_NO_COMMON_ITEM = PairedTest(
+    math.nan, math.nan, math.nan, 0, "none (no common item)", math.nan, math.nan, math.nan
+)
 
 
 class _MemoAggregate:
@@ -195,7 +249,7 @@ def mean_interval(
     >>> interval.estimate, interval.n, interval.low < 0.75 < interval.high
     (0.75, 8, True)
     """
-    _check_common(confidence, n_resamples, method)
+    settings = _Resampling(confidence, n_resamples, method, seed)
     array = _as_values(values, "values")
     n = len(array)
     if n == 0:
@@ -203,16 +257,7 @@ def mean_interval(
     estimate = float(array.mean())
     if n < 2:
         return Interval(estimate, math.nan, math.nan, n, "none (one item)", confidence)
-    low, high, used = _bootstrap(
-        (array,),
-        np.mean,
-        paired=False,
-        vectorized=True,
-        confidence=confidence,
-        n_resamples=n_resamples,
-        method=method,
-        seed=seed,
-    )
+    low, high, used = _bootstrap((array,), np.mean, settings, paired=False, vectorized=True)
     return Interval(estimate, low, high, n, used, confidence)
 
 
@@ -234,7 +279,7 @@ def resampled_intervals(
     The estimate is ``aggregate(rows)``. A resample where ``aggregate`` gives no value for a name counts as NaN
     (and makes that interval NaN).
     """
-    _check_common(confidence, n_resamples, method)
+    settings = _Resampling(confidence, n_resamples, method, seed)
     rows = list(rows)
     n = len(rows)
     full = aggregate(rows) if rows else {}
@@ -250,12 +295,9 @@ def resampled_intervals(
         low, high, used = _bootstrap(
             (indices,),
             lambda sample, name=name: _value(memo(sample), name),
+            settings,
             paired=False,
             vectorized=False,
-            confidence=confidence,
-            n_resamples=n_resamples,
-            method=method,
-            seed=seed,
         )
         intervals[name] = Interval(_value(full, name), low, high, n, used, confidence)
     return intervals
@@ -279,9 +321,7 @@ def mcnemar_exact(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarr
     """
     from scipy import stats
 
-    a_values, b_values = _as_values(a, "a"), _as_values(b, "b")
-    if a_values.shape != b_values.shape:
-        raise ValueError(f"a and b must be paired (same length), got {len(a_values)} and {len(b_values)}")
+    a_values, b_values = _paired_values(a, b)
     if not (is_binary(a_values) and is_binary(b_values)):
         raise ValueError("McNemar's test needs 0/1 values")
     only_a = int(np.sum((a_values == 1.0) & (b_values == 0.0)))
@@ -308,30 +348,17 @@ def paired_mean_test(
     ``b[i]`` belong to one item). 0/1 values: McNemar's exact test; otherwise a paired permutation (sign-flip)
     test of the mean difference. The interval is a paired bootstrap of the mean difference.
     """
-    from scipy import stats
-
-    _check_common(confidence, n_resamples, method)
-    a_values, b_values = _as_values(a, "a"), _as_values(b, "b")
-    if a_values.shape != b_values.shape:
-        raise ValueError(f"a and b must be paired (same length), got {len(a_values)} and {len(b_values)}")
+    settings = _Resampling(confidence, n_resamples, method, seed)
+    a_values, b_values = _paired_values(a, b)
     n = len(a_values)
     if n == 0:
-        return PairedTest(
-            math.nan, math.nan, math.nan, 0, "none (no common item)", math.nan, math.nan, math.nan
-        )
+        return _NO_COMMON_ITEM
     a_mean, b_mean = float(a_values.mean()), float(b_values.mean())
     difference = a_mean - b_mean
     low = high = math.nan
     if n >= 2:
         low, high, _ = _bootstrap(
-            (a_values, b_values),
-            _mean_difference,
-            paired=True,
-            vectorized=True,
-            confidence=confidence,
-            n_resamples=n_resamples,
-            method=method,
-            seed=seed,
+            (a_values, b_values), _mean_difference, settings, paired=True, vectorized=True
         )
     if is_binary(a_values) and is_binary(b_values):
         only_a, only_b, p_value = mcnemar_exact(a_values, b_values)
@@ -339,20 +366,10 @@ def paired_mean_test(
     elif np.all(a_values == b_values):
         test, p_value = "paired permutation", 1.0
     else:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            result = stats.permutation_test(
-                (a_values, b_values),
-                _mean_difference,
-                permutation_type="samples",
-                vectorized=True,
-                n_resamples=n_resamples,
-                batch=_batch(n),
-                alternative="two-sided",
-                rng=np.random.default_rng(seed),
-            )
-        exact = 2**n <= n_resamples
-        test, p_value = f"paired permutation ({'exact' if exact else n_resamples})", float(result.pvalue)
+        test = f"paired permutation ({settings.permutations(n)})"
+        p_value = _paired_permutation_p_value(
+            (a_values, b_values), _mean_difference, settings, vectorized=True
+        )
     return PairedTest(difference, low, high, n, test, p_value, a_mean, b_mean, confidence)
 
 
@@ -372,9 +389,7 @@ def paired_resampled_tests(
     paired permutation test (each item's two rows swapped between the runs or not, both metrics recomputed),
     the interval of a paired bootstrap (the same resampled items for both runs, both recomputed).
     """
-    from scipy import stats
-
-    _check_common(confidence, n_resamples, method)
+    settings = _Resampling(confidence, n_resamples, method, seed)
     rows_a, rows_b = list(rows_a), list(rows_b)
     if len(rows_a) != len(rows_b):
         raise ValueError(
@@ -382,16 +397,10 @@ def paired_resampled_tests(
         )
     n = len(rows_a)
     if n == 0:
-        return {
-            name: PairedTest(
-                math.nan, math.nan, math.nan, 0, "none (no common item)", math.nan, math.nan, math.nan
-            )
-            for name in names
-        }
+        return dict.fromkeys(names, _NO_COMMON_ITEM)
     full_a, full_b = aggregate(rows_a), aggregate(rows_b)
     memo = _MemoAggregate(rows_a + rows_b, aggregate)  # rows_a at 0..n-1, rows_b at n..2n-1
     indices_a, indices_b = np.arange(n, dtype=float), np.arange(n, 2 * n, dtype=float)
-    exact = 2**n <= n_resamples
     tests: dict[str, PairedTest] = {}
     for name in names:
         a_value, b_value = _value(full_a, name), _value(full_b, name)
@@ -402,33 +411,15 @@ def paired_resampled_tests(
         low = high = math.nan
         if n >= 2:
             low, high, _ = _bootstrap(
-                (indices_a, indices_b),
-                difference,
-                paired=True,
-                vectorized=False,
-                confidence=confidence,
-                n_resamples=n_resamples,
-                method=method,
-                seed=seed,
-            )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            result = stats.permutation_test(
-                (indices_a, indices_b),
-                difference,
-                permutation_type="samples",
-                vectorized=False,
-                n_resamples=n_resamples,
-                alternative="two-sided",
-                rng=np.random.default_rng(seed),
+                (indices_a, indices_b), difference, settings, paired=True, vectorized=False
             )
         tests[name] = PairedTest(
             a_value - b_value,
             low,
             high,
             n,
-            f"paired permutation, recomputed ({'exact' if exact else n_resamples})",
-            float(result.pvalue),
+            f"paired permutation, recomputed ({settings.permutations(n)})",
+            _paired_permutation_p_value((indices_a, indices_b), difference, settings, vectorized=False),
             a_value,
             b_value,
             confidence,

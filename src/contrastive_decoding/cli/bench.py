@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
 from .options import (
-    amateur_model_option,
-    backend_option,
     batch_size_option,
-    device_option,
-    dtype_option,
+    decoding_options,
     load_models,
     method_settings,
     model_option,
     parse_set_option,
-    set_option,
 )
 
 DATA_DIR_ENV = "CONTRASTIVE_DECODING_DATA_DIR"  # the same name as benchmarks.data.DATA_DIR_ENV
@@ -83,17 +82,39 @@ def _bench_settings(
     return settings
 
 
+@dataclass(frozen=True)
+class _RunOptions:
+    """The options `bench run` and `bench sweep` share (see :func:`_bench_model_options`)."""
+
+    model_name: str
+    settings: tuple[str, ...]
+    amateur_model: str | None
+    backend: str
+    dtype: str
+    device: str
+    limit: int | None
+    seed: int
+    data_dir: Path | None
+    mirror: str | None
+    batch_size: int
+    output_dir: Path
+    progress: bool
+
+
 def _bench_model_options(function: Any) -> Any:
-    """Options shared by `bench run` and `bench sweep`."""
+    """Options shared by `bench run` and `bench sweep`, handed to the command as one ``options: _RunOptions``."""
+
+    @functools.wraps(function)
+    def command(**kwargs: Any) -> Any:
+        shared = {field.name: kwargs.pop(field.name) for field in dataclasses.fields(_RunOptions)}
+        return function(**kwargs, options=_RunOptions(**shared))
+
     options = [
         model_option,
-        set_option("Method or sampling parameter (repeat)."),
-        amateur_model_option,
-        backend_option(
-            "hf: transformers; vllm: a vLLM engine (generation tasks; `methods` lists what runs there)."
+        decoding_options(
+            "Method or sampling parameter (repeat).",
+            "hf: transformers; vllm: a vLLM engine (generation tasks; `methods` lists what runs there).",
         ),
-        dtype_option,
-        device_option,
         click.option("--limit", type=click.IntRange(0), default=None, help="Run the first N items only."),
         click.option(
             "--seed",
@@ -126,8 +147,8 @@ def _bench_model_options(function: Any) -> Any:
         ),
     ]
     for option in reversed(options):
-        function = option(function)
-    return function
+        command = option(command)
+    return command
 
 
 def _get_task_or_fail(task_name: str) -> Any:
@@ -139,33 +160,19 @@ def _get_task_or_fail(task_name: str) -> Any:
         raise click.ClickException(str(error)) from error
 
 
-def _run_all(
-    task: Any,
-    runs: list[tuple[str, dict[str, Any], Path]],
-    model_name: str,
-    amateur_model: str | None,
-    backend: str,
-    dtype: str,
-    device: str,
-    data_dir: Path | None,
-    mirror: str | None = None,
-    **run_options: Any,
-) -> None:
-    """Load the models once, then run ``task`` with each (method, params, run directory) and echo its summary.
-
-    ``run_options`` (limit, seed, batch_size, progress) go to :func:`run_task` as they are.
-    """
+def _run_all(task: Any, runs: list[tuple[str, dict[str, Any], Path]], options: _RunOptions) -> None:
+    """Load the models once, then run ``task`` with each (method, params, run directory) and echo its summary."""
     from ..benchmarks.runner import run_task
     from ..decoding import AMATEUR_METHODS
 
     needing = sorted({method for method, _, _ in runs if method in AMATEUR_METHODS})
-    if needing and amateur_model is None:
+    if needing and options.amateur_model is None:
         raise click.ClickException(
             f"{', '.join(needing)} needs --amateur-model (a smaller model with the same tokenizer)"
         )
-    data_dir = _task_data_dir(task, data_dir, mirror)
+    data_dir = _task_data_dir(task, options.data_dir, options.mirror)
     model, tokenizer, amateur, amateur_tokenizer = load_models(
-        model_name, amateur_model, dtype, device, backend
+        options.model_name, options.amateur_model, options.dtype, options.device, options.backend
     )
     for method, params, run_dir in runs:
         try:
@@ -180,7 +187,10 @@ def _run_all(
                 data_dir=data_dir,
                 amateur_model=amateur,
                 amateur_tokenizer=amateur_tokenizer,
-                **run_options,
+                limit=options.limit,
+                seed=options.seed,
+                batch_size=options.batch_size,
+                progress=options.progress,
             )
         except (ValueError, RuntimeError, OSError) as error:
             raise click.ClickException(str(error)) from error
@@ -201,23 +211,7 @@ def _echo_summary(summary: Any) -> None:
 @click.argument("task_name", metavar="TASK")
 @click.option("--method", required=True, help="Decoding method (see `contrastive-decoding methods`).")
 @_bench_model_options
-def bench_run(
-    task_name: str,
-    method: str,
-    model_name: str,
-    settings: tuple[str, ...],
-    amateur_model: str | None,
-    backend: str,
-    dtype: str,
-    device: str,
-    limit: int | None,
-    seed: int,
-    data_dir: Path | None,
-    mirror: str | None,
-    batch_size: int,
-    output_dir: Path,
-    progress: bool,
-) -> None:
+def bench_run(task_name: str, method: str, options: _RunOptions) -> None:
     """Run TASK with one method; write results.jsonl, metadata.json and summary.json into --output-dir.
 
     Interrupted runs resume: run the same command again. Choice tasks also take --set normalize=false.
@@ -228,24 +222,10 @@ def bench_run(
     """
     task = _get_task_or_fail(task_name)
     try:
-        params = _bench_settings(task, [method], parse_set_option(settings), backend)[method]
+        params = _bench_settings(task, [method], parse_set_option(options.settings), options.backend)[method]
     except ValueError as error:
         raise click.ClickException(str(error)) from error
-    _run_all(
-        task,
-        [(method, params, output_dir)],
-        model_name,
-        amateur_model,
-        backend,
-        dtype,
-        device,
-        data_dir,
-        mirror=mirror,
-        limit=limit,
-        seed=seed,
-        batch_size=batch_size,
-        progress=progress,
-    )
+    _run_all(task, [(method, params, options.output_dir)], options)
 
 
 def _split_values(text: str) -> list[str]:
@@ -313,23 +293,7 @@ def run_dir_name(method: str, grid_params: dict[str, Any]) -> str:
     help="A method and parameter values; every combination is one run (repeat for more methods).",
 )
 @_bench_model_options
-def bench_sweep(
-    task_name: str,
-    grids: tuple[str, ...],
-    model_name: str,
-    settings: tuple[str, ...],
-    amateur_model: str | None,
-    backend: str,
-    dtype: str,
-    device: str,
-    limit: int | None,
-    seed: int,
-    data_dir: Path | None,
-    mirror: str | None,
-    batch_size: int,
-    output_dir: Path,
-    progress: bool,
-) -> None:
+def bench_sweep(task_name: str, grids: tuple[str, ...], options: _RunOptions) -> None:
     """Run TASK for every grid combination, each in OUTPUT_DIR/<method>-<key>=<value>..., then report.
 
     --set values apply to every run (METHOD.KEY=VALUE to one method). Every combination is validated before
@@ -346,31 +310,17 @@ def bench_sweep(
     try:
         combinations = [combination for spec in grids for combination in parse_grid(spec)]
         methods = list(dict.fromkeys(method for method, _ in combinations))
-        common = _bench_settings(task, methods, parse_set_option(settings), backend)
+        common = _bench_settings(task, methods, parse_set_option(options.settings), options.backend)
         for method, grid_params in combinations:
             params = {**common[method], **grid_params}
             _bench_settings(task, [method], params)
-            run_dir = output_dir / run_dir_name(method, grid_params)
+            run_dir = options.output_dir / run_dir_name(method, grid_params)
             if all(run_dir != existing for _, _, existing in runs):
                 runs.append((method, params, run_dir))
     except ValueError as error:
         raise click.ClickException(str(error)) from error
-    _run_all(
-        task,
-        runs,
-        model_name,
-        amateur_model,
-        backend,
-        dtype,
-        device,
-        data_dir,
-        mirror=mirror,
-        limit=limit,
-        seed=seed,
-        batch_size=batch_size,
-        progress=progress,
-    )
-    for path in write_report([run_dir for _, _, run_dir in runs], output_dir):
+    _run_all(task, runs, options)
+    for path in write_report([run_dir for _, _, run_dir in runs], options.output_dir):
         click.echo(f"wrote {path}", err=True)
 
 

@@ -11,16 +11,12 @@ from typing import Any
 import click
 
 from .options import (
-    amateur_model_option,
-    backend_option,
     batch_size_option,
-    device_option,
-    dtype_option,
+    decoding_options,
     load_models,
     method_settings,
     model_option,
     parse_set_option,
-    set_option,
 )
 
 # A counterfactual context: a model that follows its prior answers "Paris"; context-aware decoding should
@@ -53,11 +49,10 @@ def methods_command() -> None:
     show_default=True,
     help="Decoding method; repeat it (or pass 'all') with --prompt for a side-by-side table.",
 )
-@set_option("Method or sampling parameter.")
-@amateur_model_option
-@backend_option("hf: transformers; vllm: a vLLM engine (the `vllm` extra; `methods` lists what runs there).")
-@dtype_option
-@device_option
+@decoding_options(
+    "Method or sampling parameter.",
+    "hf: transformers; vllm: a vLLM engine (the `vllm` extra; `methods` lists what runs there).",
+)
 @click.option("--max-new-tokens", type=click.IntRange(1), default=64, show_default=True)
 @batch_size_option
 @click.option(

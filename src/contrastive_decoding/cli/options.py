@@ -100,6 +100,25 @@ def batch_size_option(function: Any) -> Any:
     return click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)(function)
 
 
+def decoding_options(set_help: str, backend_help: str) -> Any:
+    """--set, --amateur-model, --backend, --dtype and --device, in that order: what `generate` and
+    `bench run` / `bench sweep` take after --model (and --method)."""
+    options = [
+        set_option(set_help),
+        amateur_model_option,
+        backend_option(backend_help),
+        dtype_option,
+        device_option,
+    ]
+
+    def decorate(function: Any) -> Any:
+        for option in reversed(options):
+            function = option(function)
+        return function
+
+    return decorate
+
+
 # --------------------------------------------------------------------------- models
 
 

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ..._files import sha256_file
 from ..tasks.base import Task
 
 # Weight files up to this total size are hashed by content; larger checkpoints by index / names and sizes.
@@ -32,15 +33,6 @@ RUN_CONFIG_KEYS = (
 
 class RunConfigMismatch(ValueError):
     """``output_dir`` holds a run with another configuration; resuming into it would mix two runs."""
-
-
-def sha256_file(path: Path) -> str:
-    """sha256 of a file's bytes, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def is_vllm_engine(model: Any) -> bool:

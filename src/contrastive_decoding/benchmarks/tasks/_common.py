@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .base import Item, ItemOutput
+from .base import Item, ItemOutput, Task
 
 
 def data_file(task_name: str, data_dir: Path | str, relative: str, expected: str, hint: str = "") -> Path:
@@ -20,6 +20,11 @@ def data_file(task_name: str, data_dir: Path | str, relative: str, expected: str
             message += f" {hint}"
         raise FileNotFoundError(message)
     return path
+
+
+def task_data_file(task: Task, data_dir: Path | str, expected: str, hint: str = "", file: int = 0) -> Path:
+    """The task's ``data_files[file]`` under ``data_dir``, checked as :func:`data_file` does."""
+    return data_file(task.name, data_dir, task.data_files[file], expected, hint)
 
 
 def read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
@@ -37,6 +42,23 @@ def read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
                 raise ValueError(f"{path}:{line_number}: expected a JSON object, got {type(row).__name__}.")
             rows.append((line_number, row))
     return rows
+
+
+def read_json_list(path: Path) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """``(index, where, object)`` for every object of a file holding a JSON list of objects (``where`` names
+    the entry in error messages); ValueError on bad JSON, a non-list, or an entry that is not an object (the
+    latter when the iteration reaches it)."""
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: not valid JSON ({error.msg}).") from error
+    if not isinstance(records, list):
+        raise ValueError(f"{path}: expected a JSON list of questions, got {type(records).__name__}.")
+    for index, record in enumerate(records):
+        where = f"{path} item {index}"
+        if not isinstance(record, dict):
+            raise ValueError(f"{where}: expected an object, got {type(record).__name__}.")
+        yield index, where, record
 
 
 def read_csv(path: Path, required_columns: Iterable[str], encoding: str = "utf-8") -> list[dict[str, str]]:

@@ -26,7 +26,7 @@ from ..metrics.summary_support.summary_support import (
     supported_bigram_percent,
 )
 from . import register
-from ._common import data_file, generated_text, read_jsonl, require_text
+from ._common import generated_text, read_jsonl, require_text, task_data_file
 from .base import Item, ItemOutput, Task
 
 
@@ -43,10 +43,9 @@ class CnnDailyMail(Task):
         self._scorer = None
 
     def load(self, data_dir: Path) -> list[Item]:
-        path = data_file(
-            self.name,
+        path = task_data_file(
+            self,
             data_dir,
-            self.data_files[0],
             "CAD's CNN/DM input: JSON Lines {input_index, assigned_process, context_string, gold_answers, article}",
         )
         streams: dict[str, dict[int, dict]] = {}

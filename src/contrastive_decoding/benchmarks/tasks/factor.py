@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from . import register
-from ._common import choice_logprobs, data_file, read_csv, require_text
+from ._common import choice_logprobs, read_csv, require_text, task_data_file
 from .base import Item, ItemOutput, Task
 
 CHOICE_COLUMNS = ("completion", "contradiction_0", "contradiction_1", "contradiction_2")
@@ -54,10 +54,9 @@ class _FactorTask(Task):
             self.prefix_column = prefix_column
 
     def load(self, data_dir: Path) -> list[Item]:
-        path = data_file(
-            self.name,
+        path = task_data_file(
+            self,
             data_dir,
-            self.data_files[0],
             f"a FACTOR CSV with columns {self.prefix_column}, completion, contradiction_0..2",
             hint=(
                 f"It is not shipped with the benchmark data: put {self.source_path} of "

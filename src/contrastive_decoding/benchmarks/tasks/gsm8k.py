@@ -17,11 +17,10 @@ Scoring cuts the generation at the first ``"Q:"`` (DoLa's stop word: the model s
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from . import register
-from ._common import cut_at, data_file, generated_text, read_jsonl, require_text
+from ._common import cut_at, generated_text, read_json_list, read_jsonl, require_text, task_data_file
 from .base import Item, ItemOutput, Task
 
 STOP_SEQUENCES: tuple[str, ...] = ("Q:",)
@@ -149,7 +148,7 @@ class GSM8K(Task):
     stop_sequences = STOP_SEQUENCES
 
     def load(self, data_dir: Path) -> list[Item]:
-        path = data_file(self.name, data_dir, self.data_files[0], 'GSM8K JSON Lines {"question", "answer"}')
+        path = task_data_file(self, data_dir, 'GSM8K JSON Lines {"question", "answer"}')
         items = []
         for index, (line_number, row) in enumerate(read_jsonl(path)):
             where = f"{path}:{line_number}"
@@ -214,10 +213,9 @@ class StrategyQA(Task):
     stop_sequences = STOP_SEQUENCES
 
     def load(self, data_dir: Path) -> list[Item]:
-        path = data_file(
-            self.name,
+        path = task_data_file(
+            self,
             data_dir,
-            self.data_files[0],
             "the StrategyQA training set: a JSON list of {qid, question, answer (true/false), ...}",
             hint=(
                 "It is not shipped with the benchmark data: download strategyqa_dataset.zip from "
@@ -225,18 +223,9 @@ class StrategyQA(Task):
                 "strategyqa_train.json there."
             ),
         )
-        try:
-            records = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: not valid JSON ({error.msg}).") from error
-        if not isinstance(records, list):
-            raise ValueError(f"{path}: expected a JSON list of questions, got {type(records).__name__}.")
         items = []
         seen: set[str] = set()
-        for index, record in enumerate(records):
-            where = f"{path} item {index}"
-            if not isinstance(record, dict):
-                raise ValueError(f"{where}: expected an object, got {type(record).__name__}.")
+        for index, where, record in read_json_list(path):
             question = require_text(record.get("question"), where, "question")
             answer = record.get("answer")
             if not isinstance(answer, bool):

@@ -27,11 +27,11 @@ from pathlib import Path
 from . import register
 from ._common import (
     cut_at,
-    data_file,
     generated_text,
     read_jsonl,
     require_text,
     require_text_list,
+    task_data_file,
 )
 from .base import Item, ItemOutput, Task
 
@@ -77,10 +77,9 @@ class NQSwap(_ShortAnswerTask):
     data_files = ("nq_swap/merged.jsonl",)
 
     def load(self, data_dir: Path) -> list[Item]:
-        path = data_file(
-            self.name,
+        path = task_data_file(
+            self,
             data_dir,
-            self.data_files[0],
             "NQ-Swap JSON Lines with question, org_context, org_answer, sub_context, sub_answer",
         )
         items = []
@@ -112,10 +111,9 @@ class AdaCADNQSynth(_ShortAnswerTask):
     data_files = ("adacad_nq_synth/nq_synth_2_-1.jsonl",)
 
     def load(self, data_dir: Path) -> list[Item]:
-        path = data_file(
-            self.name,
+        path = task_data_file(
+            self,
             data_dir,
-            self.data_files[0],
             "AdaCAD file-io JSON Lines: two lines per input_index (assigned_process 0 with the context, "
             "1 without), each with context_string and gold_answers",
         )

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from . import register
-from ._common import data_file, generated_text, read_jsonl, require_text
+from ._common import generated_text, read_jsonl, require_text, task_data_file
 from .base import Item, ItemOutput, Task
 
 NGRAM_ORDERS = (2, 3, 4)
@@ -46,9 +46,7 @@ class OpenEndedTask(Task):
         self._scored_texts: dict[str, tuple[str, str, str]] = {}
 
     def load(self, data_dir: Path) -> list[Item]:
-        path = data_file(
-            self.name, data_dir, self.data_files[0], 'JSON Lines {"id", "prefix_text", "reference_text"}'
-        )
+        path = task_data_file(self, data_dir, 'JSON Lines {"id", "prefix_text", "reference_text"}')
         items = []
         seen: set[str] = set()
         for line_number, row in read_jsonl(path):

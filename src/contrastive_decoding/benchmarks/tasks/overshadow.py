@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 
 from . import register
-from ._common import data_file, generated_text, read_csv
+from ._common import generated_text, read_csv, task_data_file
 from .base import Item, ItemOutput, Task
 
 _WORD = re.compile(r"[a-z0-9']+")
@@ -39,7 +39,7 @@ class OvershadowMemoTrap(Task):
     max_new_tokens = 4
 
     def load(self, data_dir: Path) -> list[Item]:
-        path = data_file(self.name, data_dir, self.data_files[0], "the MemoTrap proverb-ending CSV")
+        path = task_data_file(self, data_dir, "the MemoTrap proverb-ending CSV")
         items = []
         for index, row in enumerate(read_csv(path, ("prompt", "classes", "answer_index"))):
             prompt = row["prompt"]

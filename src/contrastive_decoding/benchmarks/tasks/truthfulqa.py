@@ -29,10 +29,11 @@ from . import register
 from ._common import (
     choice_logprobs,
     cut_at,
-    data_file,
     generated_text,
     read_csv,
+    read_json_list,
     require_text,
+    task_data_file,
 )
 from .base import Item, ItemOutput, Task
 
@@ -114,25 +115,13 @@ class TruthfulQAMC(Task):
         self.use_instruction = use_instruction
 
     def load(self, data_dir: Path) -> list[Item]:
-        import json
-
-        path = data_file(
-            self.name,
+        path = task_data_file(
+            self,
             data_dir,
-            self.data_files[0],
             "the TruthfulQA multiple-choice file: a JSON list of {question, mc1_targets, mc2_targets}",
         )
-        try:
-            records = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: not valid JSON ({error.msg}).") from error
-        if not isinstance(records, list):
-            raise ValueError(f"{path}: expected a JSON list of questions, got {type(records).__name__}.")
         items = []
-        for index, record in enumerate(records):
-            where = f"{path} item {index}"
-            if not isinstance(record, dict):
-                raise ValueError(f"{where}: expected an object, got {type(record).__name__}.")
+        for index, where, record in read_json_list(path):
             question = require_text(record.get("question"), where, "question")
             mc1 = _targets(record, "mc1_targets", where)
             mc2 = _targets(record, "mc2_targets", where)
@@ -211,10 +200,9 @@ class TruthfulQAGen(Task):
         self._scorer = None
 
     def load(self, data_dir: Path) -> list[Item]:
-        path = data_file(
-            self.name,
+        path = task_data_file(
+            self,
             data_dir,
-            self.data_files[0],
             "the TruthfulQA CSV (UTF-8 with BOM) with columns Type, Category, Question, Best Answer, "
             "Correct Answers, Incorrect Answers, Source",
         )

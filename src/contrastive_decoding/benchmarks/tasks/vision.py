@@ -25,7 +25,7 @@ from pathlib import Path
 from ..metrics.chair.chair import ChairVocabulary, caption_to_objects, load_synonyms
 from ..metrics.pope.pope import parse_yes_no
 from . import register
-from ._common import data_file, read_jsonl, require_text
+from ._common import data_file, read_jsonl, require_text, task_data_file
 from .base import Item, ItemOutput, Task
 
 POPE_SUFFIX = " Please answer this question with one word."  # the prompt of VCD's and RITUAL's POPE scripts
@@ -69,18 +69,24 @@ def pope_aggregate(rows: list[dict[str, float]]) -> dict[str, float]:
     }
 
 
-class _Pope(Task):
+class _PopeScored(Task):
+    """Yes/no questions about an image, scored as POPE scores them."""
+
     kind = "generate"
     max_new_tokens = 8
+
+    def score(self, item: Item, output: ItemOutput) -> dict[str, float]:
+        return pope_counts(_generated_text(item, output), item.references[0])
+
+    def aggregate(self, rows: list[dict[str, float]]) -> dict[str, float]:
+        return pope_aggregate(rows)
+
+
+class _Pope(_PopeScored):
     split = "random"
 
     def load(self, data_dir: Path) -> list[Item]:
-        path = data_file(
-            self.name,
-            data_dir,
-            self.data_files[0],
-            "POPE questions, JSON Lines {question_id, image, text, label}",
-        )
+        path = task_data_file(self, data_dir, "POPE questions, JSON Lines {question_id, image, text, label}")
         images = Path(data_dir) / COCO_IMAGE_FOLDER
         items = []
         for line, row in read_jsonl(path):
@@ -101,12 +107,6 @@ class _Pope(Task):
                 )
             )
         return items
-
-    def score(self, item: Item, output: ItemOutput) -> dict[str, float]:
-        return pope_counts(_generated_text(item, output), item.references[0])
-
-    def aggregate(self, rows: list[dict[str, float]]) -> dict[str, float]:
-        return pope_aggregate(rows)
 
 
 @register
@@ -163,17 +163,15 @@ def _object_popularity(path: str) -> tuple[str, ...]:
 
 
 @register
-class PopeMini(Task):
+class PopeMini(_PopeScored):
     name = "pope-mini"
     description = "POPE built on the 20 shipped COCO images (popular negatives), 6 questions per image"
     data_files = ("coco_images/manifest.json", "chair/coco2014_imid_to_objects.json")
-    kind = "generate"
-    max_new_tokens = 8
 
     def load(self, data_dir: Path) -> list[Item]:
         folder, rows = _read_manifest(self.name, data_dir)
-        popularity_file = data_file(
-            self.name, data_dir, self.data_files[1], "the CHAIR ground truth {image id: [objects]}"
+        popularity_file = task_data_file(
+            self, data_dir, "the CHAIR ground truth {image id: [objects]}", file=1
         )
         popular = _object_popularity(str(popularity_file))
         items = []
@@ -196,12 +194,6 @@ class PopeMini(Task):
                     )
         return items
 
-    def score(self, item: Item, output: ItemOutput) -> dict[str, float]:
-        return pope_counts(_generated_text(item, output), item.references[0])
-
-    def aggregate(self, rows: list[dict[str, float]]) -> dict[str, float]:
-        return pope_aggregate(rows)
-
 
 @lru_cache(maxsize=2)
 def _vocabulary(path: str) -> ChairVocabulary:
@@ -221,9 +213,7 @@ class Chair(Task):
 
     def load(self, data_dir: Path) -> list[Item]:
         folder, rows = _read_manifest(self.name, data_dir)
-        self.synonyms_path = str(
-            data_file(self.name, data_dir, self.data_files[1], "the CHAIR synonym list (80 lines)")
-        )
+        self.synonyms_path = str(task_data_file(self, data_dir, "the CHAIR synonym list (80 lines)", file=1))
         return [
             Item(
                 id=str(row.get("coco_image_id", row["file"])),
