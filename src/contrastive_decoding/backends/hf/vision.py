@@ -34,6 +34,7 @@ from transformers import (
 
 from ...decoding import image as image_math
 from .loop import LoopControls, generate_streamer, run_decode_loop
+from .runner import select_cache_rows
 
 # Keys of the image inputs a processor returns next to input_ids / attention_mask.
 IMAGE_INPUT_KEYS = ("pixel_values", "image_grid_thw", "pixel_attention_mask", "image_sizes")
@@ -274,11 +275,13 @@ class BranchRunner:
         if model._supports_logits_to_keep():
             kwargs["logits_to_keep"] = 1
         self.kwargs = kwargs
+        self.outputs = None  # the latest forward's (hidden states / attentions when generate asked for them)
 
     def _run(self, **prepare: Any) -> torch.Tensor:  # [B, V] float32
         inputs = self.model.prepare_inputs_for_generation(self.input_ids, **prepare, **self.kwargs)
         outputs = self.model(**inputs, return_dict=True)
         self.kwargs = self.model._update_model_kwargs_for_generation(outputs, self.kwargs)
+        self.outputs = outputs
         return outputs.logits[:, -1].float()
 
     def prefill(self) -> torch.Tensor:  # [B, V]
@@ -360,6 +363,19 @@ class ImageContrastStepper:
                 for group, runner in zip(self.groups, self.runners, strict=True)
             ]
         )
+
+    def model_outputs(self) -> tuple[tuple | None, tuple | None]:
+        """The image branch's (its rows lead the first runner, in the caller's layout)."""
+        outputs, rows = self.runners[0].outputs, slice(0, self.batch_size)
+        hidden = getattr(outputs, "hidden_states", None)
+        attentions = getattr(outputs, "attentions", None)
+        return (
+            None if hidden is None else tuple(h[rows] for h in hidden),
+            None if attentions is None else tuple(a[rows] for a in attentions),
+        )
+
+    def past_key_values(self):
+        return select_cache_rows(self.runners[0].kwargs["past_key_values"], slice(0, self.batch_size))
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -526,7 +542,7 @@ def _no_image_branch(model, image: Branch, image_token_ids, pad_token_id: int) -
 
 def _run(model, method, controls, input_ids, branches, combine):
     stepper = ImageContrastStepper(model, branches, combine)
-    return run_decode_loop(input_ids, stepper, controls)
+    return run_decode_loop(input_ids, stepper, controls, branches[0].inputs.get("attention_mask"))
 
 
 def vcd(
