@@ -29,10 +29,14 @@ models: install
 	for name in $(PAIR); do $(CLI) models pull $$name || exit 1; done
 
 # One prompt (a counterfactual context + a question) through greedy and every method on SmolLM2-135M-Instruct,
-# then expert-amateur decoding on the Qwen2.5-Coder pair next to the expert's greedy output.
+# then typical sampling (plain decoding with do_sample and typical_p, seeded: the same output every run), then
+# expert-amateur decoding on the Qwen2.5-Coder pair next to the expert's greedy output.
 demo: models
 	$(CLI) generate --model $(MODEL) --demo --chat --method greedy --method contrastive_search --method dola \
 		--method cad --method adacad --set dola.repetition_penalty=1.2 --max-new-tokens 32
+	@echo "typical sampling (typical_p=0.9, seed 0):"
+	$(CLI) generate --model $(MODEL) --demo --chat --method greedy --set do_sample=true --set typical_p=0.9 \
+		--set seed=0 --max-new-tokens 32
 	$(CLI) generate --model qwen2.5-coder-1.5b --amateur-model qwen2.5-coder-0.5b --method greedy \
 		--method expert_amateur --chat --prompt "Explain in one sentence what a hash table is." --max-new-tokens 40
 

@@ -99,32 +99,58 @@ class BanToken(LogitsProcessor):
         return scores
 
 
-class ForceEos(LogitsProcessor):
-    """Row ``row`` emits EOS once it has generated ``after`` tokens."""
+def own_prompts(batch: dict) -> list[list[int]]:
+    """Each row's prompt without its padding: what processors and stopping criteria see of it."""
+    return [
+        row[mask.bool()].tolist()
+        for row, mask in zip(batch["input_ids"], batch["attention_mask"], strict=True)
+    ]
 
-    def __init__(self, prompt_length: int, row: int, after: int):
-        self.prompt_length, self.row, self.after = prompt_length, row, after
+
+# User processors and stopping criteria see each row's own history (``input_ids`` of one group of rows with the
+# same padding, unpadded): they are written as a row alone would need them, here by recognising a row's prompt.
+
+
+class ForceEos(LogitsProcessor):
+    """The row whose prompt is ``prompt`` emits EOS once it has generated ``after`` tokens."""
+
+    def __init__(self, prompt: list[int], after: int):
+        self.prompt, self.after = prompt, after
 
     def __call__(self, input_ids, scores):
-        if input_ids.shape[1] - self.prompt_length == self.after:
-            scores = scores.clone()
-            scores[self.row] = -float("inf")
-            scores[self.row, EOS_TOKEN_ID] = 0.0
+        scores = scores.clone()
+        for i, row in enumerate(input_ids.tolist()):
+            if row[: len(self.prompt)] == self.prompt and len(row) - len(self.prompt) == self.after:
+                scores[i] = -float("inf")
+                scores[i, EOS_TOKEN_ID] = 0.0
         return scores
 
 
 class Record(LogitsProcessor):
-    """Keeps the scores it sees (user processors run before the sampling warpers)."""
+    """Keeps the scores it sees per row (user processors run before the sampling warpers)."""
 
-    def __init__(self):
-        self.seen: list[torch.Tensor] = []
+    def __init__(self, prompts: list[list[int]]):
+        self.prompts = prompts
+        self.seen: list[list[torch.Tensor]] = [[] for _ in prompts]  # per row, per step: [V]
 
     def __call__(self, input_ids, scores):
-        self.seen.append(scores.clone())
+        for history, row_scores in zip(input_ids.tolist(), scores, strict=True):
+            self.seen[self._row(history)].append(row_scores.clone())
         return scores
+
+    def _row(self, history: list[int]) -> int:
+        for row, prompt in enumerate(self.prompts):
+            if history[: len(prompt)] == prompt and len(history) - len(prompt) == len(self.seen[row]):
+                return row
+        raise AssertionError(f"no row has the history {history}")
+
+    def per_step(self) -> list[torch.Tensor]:  # per step: [B, V]
+        return [torch.stack(step) for step in zip(*self.seen, strict=True)]
 
 
 class StopAfter(StoppingCriteria):
+    """Stop a row once its own sequence (prompt + new tokens) has ``length`` tokens."""
+
     def __init__(self, length: int):
         self.length = length
 
@@ -159,14 +185,20 @@ def test_user_stopping_criteria_and_logits_processor(expert, amateur, batch, met
         logits_processor=LogitsProcessorList([BanToken(banned)]),
         stopping_criteria=StoppingCriteriaList([StopAfter(prompt_length + 4)]),
     )
-    assert out.shape[1] == prompt_length + 4
+    # Each row stops when its own sequence reaches prompt_length + 4 tokens; finished rows are padded.
+    own_lengths = [len(prompt) for prompt in own_prompts(batch)]
+    assert out.shape[1] == prompt_length + 4 + (prompt_length - min(own_lengths))
+    for row, length in enumerate(own_lengths):
+        new = out[row, prompt_length:].tolist()
+        steps = prompt_length + 4 - length
+        assert new[steps:] == [PAD_TOKEN_ID] * (len(new) - steps)
     assert banned not in out[:, prompt_length:].reshape(-1).tolist()
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_finished_rows_are_padded_after_eos(expert, amateur, batch, method):
     prompt_length = batch["input_ids"].shape[1]
-    force = LogitsProcessorList([ForceEos(prompt_length, row=1, after=2)])
+    force = LogitsProcessorList([ForceEos(own_prompts(batch)[1], after=2)])
     out = run(expert, batch, method, amateur, max_new_tokens=6, do_sample=False, logits_processor=force)
     new = out[:, prompt_length:].tolist()
     assert new[1][2] == EOS_TOKEN_ID
@@ -211,7 +243,7 @@ def test_seeded_sampling_reproduces_and_warpers_apply(expert, amateur, batch, me
         extra = {"relative_top": 0.0}
 
     def sample(seed):
-        record = Record()
+        record = Record(own_prompts(batch))
         torch.manual_seed(seed)
         out = run(
             expert,
@@ -227,7 +259,7 @@ def test_seeded_sampling_reproduces_and_warpers_apply(expert, amateur, batch, me
             **warp,
             **extra,
         )
-        return out, record.seen
+        return out, record.per_step()
 
     first, seen = sample(0)
     again, _ = sample(0)

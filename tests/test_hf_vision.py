@@ -86,6 +86,22 @@ def test_zero_contrast_equals_plain_generate(model, family, inputs, images, meth
     assert torch.equal(ours, plain)
 
 
+@pytest.mark.parametrize("method", ["vcd", "vdd"])
+def test_hidden_states_and_cache_are_the_image_branchs(model, family, inputs, images, method):
+    """With ``return_dict_in_generate``, hidden states per step and the cache are the image branch's: at zero
+    contrast, those of plain generate."""
+    outputs = dict(return_dict_in_generate=True, output_hidden_states=True, min_new_tokens=NEW_TOKENS)
+    plain = model.generate(**inputs, max_new_tokens=NEW_TOKENS, do_sample=False, **outputs)
+    ours = run(model, inputs, method, **method_kwargs(method, family, images, zero=True), **outputs)
+    assert torch.equal(ours.sequences, plain.sequences)
+    assert len(ours.hidden_states) == len(plain.hidden_states) == NEW_TOKENS
+    for step_ours, step_plain in zip(ours.hidden_states, plain.hidden_states, strict=True):
+        for a, b in zip(step_ours, step_plain, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    for a, b in zip(ours.past_key_values.layers, plain.past_key_values.layers, strict=True):
+        torch.testing.assert_close(a.keys, b.keys, atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("method", METHODS)
 def test_contrast_changes_the_output(model, family, inputs, images, method):
     plain = model.generate(**inputs, max_new_tokens=NEW_TOKENS, do_sample=False)

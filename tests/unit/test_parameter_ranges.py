@@ -59,10 +59,11 @@ def test_parameter_has_range_metadata_that_validation_enforces(method, name):
             accepted += [[value] for value in item_accepted if value is not None]
             rejected += [[value] for value in item_rejected if value is not None] + [[]]
     elif spec["type"] == "bool":
-        accepted, rejected = [True, False], []  # not validated (any truthy value works)
+        accepted, rejected = [True, False], [None, "true", 1, 0.0]  # a truthy value is not a bool
     else:
         raise AssertionError(f"unknown range type {spec['type']!r}")
 
+    assert rejected, f"{method}.{name}: no value outside the range is tried, so the check cannot fail"
     for value in accepted:
         build(method, name, value)
     for value in rejected:

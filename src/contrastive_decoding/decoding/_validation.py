@@ -36,6 +36,12 @@ def check_int(name: str, value: int, low: int = 0, high: float = math.inf) -> No
     check_range(name, value, low, high)
 
 
+def check_bool(name: str, value: bool) -> None:
+    """Raise unless ``value`` is ``True`` or ``False`` (not a truthy string or number)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """`` Did you mean 'x'?`` for the closest choice, or an empty string."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)

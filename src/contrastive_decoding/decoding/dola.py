@@ -25,7 +25,7 @@ import torch
 
 from ..samplers.warpers import relative_top_mask
 from ._math import jensen_shannon_from_logprobs, probs_from_logprobs
-from ._validation import bool_range, check_range, choice_range, number_range
+from ._validation import bool_range, check_bool, check_range, choice_range, number_range
 from .spec import VLLM_MODEL, MethodSpec, ScoringSupport, VllmSupport
 
 PREMATURE_FILTER_VALUE = -1e-3
@@ -66,6 +66,7 @@ class DolaConfig:
         check_range("relative_top", self.relative_top, 0.0, 1.0)
         if self.layer_choice not in ("dola", "jsd"):
             raise ValueError(f"layer_choice must be 'dola' or 'jsd', got {self.layer_choice!r}")
+        check_bool("early_exit_norm", self.early_exit_norm)
 
 
 def candidate_layers(

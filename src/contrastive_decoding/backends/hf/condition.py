@@ -11,6 +11,7 @@ EOS): the hallucination-anticipation signal (the smallest is the overshadowed co
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,9 +21,11 @@ from transformers.generation.utils import GenerateDecoderOnlyOutput
 
 from ...decoding import condition as condition_math
 from ...samplers.seeding import SeedArg
-from .generate import _expand_rows, _prepare
-from .loop import run_decode_loop
-from .runner import SequenceRunner, last_logits, left_pad, unpad
+from .generate import _prepare, variant_rows
+from .inputs import Variant, stack_prompts
+from .loop import NO_OUTPUTS, OutputRequest, run_decode_loop
+from .runner import PromptInputs, last_logits
+from .steppers import StackedStepper
 
 
 @dataclass
@@ -32,28 +35,24 @@ class ConditionContrastOutput(GenerateDecoderOnlyOutput):
     condition_effects: torch.Tensor | None = None
 
 
-class ConditionStepper:
+class ConditionStepper(StackedStepper):
     """Rows: the B full prompts, then K blocks of B condition-dropped prompts; one forward, one cache."""
 
     def __init__(
         self,
         model: PreTrainedModel,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None,
-        dropped: list[tuple[torch.Tensor, torch.Tensor | None]],  # K x (ids [B, S_k], mask)
+        prompt: PromptInputs,
+        dropped: list[Variant],  # K blocks of B rows
         cfg: condition_math.ConditionContrastConfig,
         pad_token_id: int,
         eos_token_ids: set[int],
+        requested: OutputRequest = NO_OUTPUTS,
     ):
+        stacked = stack_prompts("condition_contrast", prompt, dropped, pad_token_id)  # [(1 + K) B, S]
+        super().__init__(model, stacked, requested)
         self.cfg = cfg
-        self.batch_size = input_ids.shape[0]
         self.num_conditions = len(dropped)
-        rows = unpad(input_ids, attention_mask)
-        for ids, mask in dropped:
-            rows += unpad(ids, mask)
-        all_ids, all_mask = left_pad(rows, pad_token_id)  # [(1 + K) B, S]
-        self.runner = SequenceRunner(model, all_ids, all_mask)
-        device = input_ids.device
+        device = prompt.input_ids.device
         self.effect_sums = torch.zeros((self.num_conditions, self.batch_size), device=device)  # [K, B]
         self.steps = torch.zeros(self.batch_size, device=device)  # [B] steps counted per row
         self.active = torch.ones(self.batch_size, dtype=torch.bool, device=device)  # [B] before its EOS
@@ -78,7 +77,7 @@ class ConditionStepper:
         return (self.effect_sums / self.steps.clamp_min(1.0)).T
 
     def start(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._scores(self.runner.prefill())
+        return self._scores(self.prefill())
 
     def choose(self, input_ids: torch.Tensor, processed_scores: torch.Tensor) -> None:
         return None
@@ -86,7 +85,7 @@ class ConditionStepper:
     def advance(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.eos.numel():
             self.active &= ~torch.isin(tokens, self.eos)
-        return self._scores(self.runner.step(tokens.repeat(1 + self.num_conditions)))
+        return self._scores(self.step(tokens))
 
 
 def condition_contrast(
@@ -97,6 +96,7 @@ def condition_contrast(
     generation_config: GenerationConfig | None = None,
     condition_free_input_ids: list[torch.Tensor] | torch.Tensor | None = None,
     condition_free_attention_mask: list[torch.Tensor | None] | torch.Tensor | None = None,
+    condition_free_token_type_ids: list[torch.Tensor] | torch.Tensor | None = None,
     condition_alpha: float = 1.0,
     condition_target: str = "weakest",
     seed: SeedArg = None,
@@ -107,7 +107,8 @@ def condition_contrast(
     ``condition_free_input_ids``: one left-padded ``[B, S_k]`` tensor per marked condition (a list, or a
     ``[K, B, S]`` tensor), the prompt without that condition, tokenized like ``input_ids``. ``k*`` is per row the
     condition whose removal moved the distribution least so far (``condition_target="weakest"``), or every
-    condition, averaged (``"all"``)."""
+    condition, averaged (``"all"``). With ``token_type_ids``, give each condition-dropped prompt its own in
+    ``condition_free_token_type_ids`` (one per entry of ``condition_free_input_ids``)."""
     cfg = condition_math.ConditionContrastConfig(
         condition_alpha=condition_alpha, condition_target=condition_target
     )
@@ -117,27 +118,18 @@ def condition_contrast(
             "condition (at least one marked condition)"
         )
     ids_list = list(condition_free_input_ids)
-    if condition_free_attention_mask is None:
-        masks: list[torch.Tensor | None] = [None] * len(ids_list)
-    else:
-        masks = list(condition_free_attention_mask)
-        if len(masks) != len(ids_list):
-            raise ValueError(
-                "condition_free_attention_mask must have one mask per condition_free_input_ids entry"
-            )
-    batch = input_ids.shape[0]
-    dropped = []
-    for ids, mask in zip(ids_list, masks, strict=True):
-        ids = _expand_rows(ids.to(input_ids.device), batch, "condition_free_input_ids")
-        mask = (
-            None
-            if mask is None
-            else _expand_rows(mask.to(input_ids.device), batch, "condition_free_attention_mask")
-        )
-        dropped.append((ids, mask))
-    controls, attention_mask = _prepare(
+    masks = _per_condition(condition_free_attention_mask, len(ids_list), "condition_free_attention_mask")
+    token_types = _per_condition(
+        condition_free_token_type_ids, len(ids_list), "condition_free_token_type_ids"
+    )
+    dropped = [
+        variant_rows("condition_free", input_ids, ids, mask, types)
+        for ids, mask, types in zip(ids_list, masks, token_types, strict=True)
+    ]
+    controls, prompt = _prepare(
         model,
         "condition_contrast",
+        input_ids,
         logits_processor,
         stopping_criteria,
         generation_config,
@@ -148,13 +140,19 @@ def condition_contrast(
     pad_token_id = 0 if config.pad_token_id is None else int(config.pad_token_id)
     eos = config.eos_token_id
     eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-    stepper = ConditionStepper(model, input_ids, attention_mask, dropped, cfg, pad_token_id, eos_ids)
-    result = run_decode_loop(input_ids, stepper, controls)
+    stepper = ConditionStepper(model, prompt, dropped, cfg, pad_token_id, eos_ids, controls.outputs)
+    result = run_decode_loop(input_ids, stepper, controls, prompt.attention_mask)
     if isinstance(result, GenerateDecoderOnlyOutput):
-        return ConditionContrastOutput(
-            sequences=result.sequences,
-            scores=result.scores,
-            logits=result.logits,
-            condition_effects=stepper.mean_effects,
-        )
+        fields = {f.name: getattr(result, f.name) for f in dataclasses.fields(GenerateDecoderOnlyOutput)}
+        return ConditionContrastOutput(**fields, condition_effects=stepper.mean_effects)
     return result
+
+
+def _per_condition(values, count: int, name: str) -> list:
+    """One entry per condition (a list, or a tensor stacked over conditions), or ``None`` for each."""
+    if values is None:
+        return [None] * count
+    values = list(values)
+    if len(values) != count:
+        raise ValueError(f"{name} must have one entry per condition_free_input_ids entry")
+    return values

@@ -7,6 +7,12 @@ transformers prepares the inputs, logits processors (repetition penalty, samplin
 criteria and generation config as for any decoding mode, then calls the function with them; the extra
 keyword arguments named in each signature (``dola_layers``, ``penalty_alpha``, ...) are passed through.
 
+As with transformers' own ``generate``, a parameter transformers knows by name (``penalty_alpha``, ``top_k``,
+``dola_layers``) comes from the explicit keyword argument, else from the ``generation_config`` passed to
+``generate``, else from the model's generation config (``generation_config.json``), else our default. Every
+model input generate hands over (``token_type_ids``, ...) reaches the model, and ``return_dict_in_generate``
+outputs carry hidden states, attentions and the cache as transformers' do.
+
 ``seed`` (every sampled method): None draws from the global torch RNG, as transformers does; an int (every
 prompt) or one int per prompt keys each row's draws on (seed, output position), so a row samples the same
 tokens alone and in any batch (:mod:`contrastive_decoding.samplers.seeding`).
@@ -27,7 +33,9 @@ from ...decoding import expert_amateur as ea_math
 from ...samplers.seeding import SeedArg
 from ...vocabulary import check_same_tokenizer as check_same_tokenizer  # re-exported for cli serve
 from ...vocabulary import check_same_vocabulary, checkpoint_tokenizer
+from .inputs import Variant, prompt_inputs
 from .loop import LoopControls, generate_streamer, run_decode_loop
+from .runner import PromptInputs
 from .steppers import (
     ContextPairStepper,
     ContrastiveSearchStepper,
@@ -42,13 +50,14 @@ GenerateResult = torch.Tensor | GenerateDecoderOnlyOutput
 def _prepare(
     model: PreTrainedModel,
     method: str,
+    input_ids: torch.Tensor,
     logits_processor: LogitsProcessorList | None,
     stopping_criteria: StoppingCriteriaList | None,
     generation_config: GenerationConfig | None,
     model_kwargs: dict[str, Any],
     seed: SeedArg = None,
-) -> tuple[LoopControls, torch.Tensor | None]:
-    """Validate what a method cannot handle and return the loop controls and the 2-D attention mask."""
+) -> tuple[LoopControls, PromptInputs]:
+    """Validate what a method cannot handle and return the loop controls and the prompt's model inputs."""
     if model.config.is_encoder_decoder:
         raise ValueError(
             f"{method} supports decoder-only models; {type(model).__name__} is an encoder-decoder"
@@ -62,7 +71,25 @@ def _prepare(
     controls = LoopControls.from_generate(
         logits_processor, stopping_criteria, generation_config, generate_streamer(), seed
     )
-    return controls, model_kwargs.get("attention_mask")
+    return controls, prompt_inputs(method, input_ids, model_kwargs)
+
+
+def generation_parameter(
+    name: str, explicit: Any, generation_config: GenerationConfig | None, default: Any
+) -> Any:
+    """A method parameter transformers knows by name, with transformers' precedence: the explicit keyword
+    argument, else the value the generation config sets (generate has already merged the ``generation_config``
+    passed to it over the model's ``generation_config.json``), else ``default``.
+
+    Only values somebody set count: transformers fills unset fields with its own global defaults (``top_k=50``),
+    which are not a choice of the user or the checkpoint, so a value equal to that default is ours to pick.
+    """
+    if explicit is not None:
+        return explicit
+    value = getattr(generation_config, name, None) if generation_config is not None else None
+    if value is None or value == GenerationConfig._get_default_generation_params().get(name):
+        return default
+    return value
 
 
 def _expand_rows(tensor: torch.Tensor | None, batch_size: int, name: str) -> torch.Tensor | None:
@@ -84,10 +111,11 @@ def greedy(
     **model_kwargs: Any,
 ) -> GenerateResult:
     """Plain decoding through our loop (greedy, or sampled with ``do_sample=True``, ``seed``): the baseline."""
-    controls, attention_mask = _prepare(
-        model, "greedy", logits_processor, stopping_criteria, generation_config, model_kwargs, seed
+    controls, prompt = _prepare(
+        model, "greedy", input_ids, logits_processor, stopping_criteria, generation_config, model_kwargs, seed
     )
-    return run_decode_loop(input_ids, PlainStepper(model, input_ids, attention_mask), controls)
+    stepper = PlainStepper(model, prompt, controls.outputs)
+    return run_decode_loop(input_ids, stepper, controls, prompt.attention_mask)
 
 
 def contrastive_search(
@@ -96,14 +124,28 @@ def contrastive_search(
     logits_processor: LogitsProcessorList | None = None,
     stopping_criteria: StoppingCriteriaList | None = None,
     generation_config: GenerationConfig | None = None,
-    penalty_alpha: float = 0.6,
-    top_k: int = 4,
+    penalty_alpha: float | None = None,
+    top_k: int | None = None,
     **model_kwargs: Any,
 ) -> GenerateResult:
-    """Contrastive search (Su & Collier): ``penalty_alpha`` in [0, 1], ``top_k`` candidates per step."""
-    cfg = cs_math.ContrastiveSearchConfig(penalty_alpha=penalty_alpha, top_k=top_k)
-    controls, attention_mask = _prepare(
-        model, "contrastive_search", logits_processor, stopping_criteria, generation_config, model_kwargs
+    """Contrastive search (Su & Collier): ``penalty_alpha`` in [0, 1] (default 0.6), ``top_k`` candidates per
+    step (default 4); both also read from the generation config, as transformers 4.55 did.
+
+    ``do_sample=True`` is refused (contrastive search is deterministic); ``low_memory`` has no effect: the K
+    candidates already share one cache through tree attention, without 4.55's K copies of it."""
+    config = generation_config if generation_config is not None else model.generation_config
+    cfg = cs_math.ContrastiveSearchConfig(
+        penalty_alpha=generation_parameter("penalty_alpha", penalty_alpha, config, 0.6),
+        top_k=generation_parameter("top_k", top_k, config, 4),
+    )
+    controls, prompt = _prepare(
+        model,
+        "contrastive_search",
+        input_ids,
+        logits_processor,
+        stopping_criteria,
+        generation_config,
+        model_kwargs,
     )
     if controls.generation_config.do_sample:
         raise ValueError(
@@ -118,8 +160,8 @@ def contrastive_search(
             f"needs prompt + max_new_tokens + top_k below the window, got {longest}: its candidates share the "
             "cache through tree attention, which a sliding-window cache cannot evict."
         )
-    stepper = ContrastiveSearchStepper(model, input_ids, attention_mask, cfg)
-    return run_decode_loop(input_ids, stepper, controls)
+    stepper = ContrastiveSearchStepper(model, prompt, cfg, controls.outputs)
+    return run_decode_loop(input_ids, stepper, controls, prompt.attention_mask)
 
 
 def dola(
@@ -128,24 +170,27 @@ def dola(
     logits_processor: LogitsProcessorList | None = None,
     stopping_criteria: StoppingCriteriaList | None = None,
     generation_config: GenerationConfig | None = None,
-    dola_layers: str | list[int] = "high",
+    dola_layers: str | list[int] | None = None,
     relative_top: float = 0.1,
     layer_choice: str = "dola",
     early_exit_norm: bool = False,
     seed: SeedArg = None,
     **model_kwargs: Any,
 ) -> GenerateResult:
-    """DoLa: ``dola_layers`` "low" | "high" | list of layer indices; add ``repetition_penalty=1.2`` as advised."""
+    """DoLa: ``dola_layers`` "low" | "high" (default) | list of layer indices, also read from the generation
+    config as transformers 4.55 did; add ``repetition_penalty=1.2`` as advised."""
+    config = generation_config if generation_config is not None else model.generation_config
     cfg = dola_math.DolaConfig(
-        dola_layers=dola_layers,
+        dola_layers=generation_parameter("dola_layers", dola_layers, config, "high"),
         relative_top=relative_top,
         layer_choice=layer_choice,
         early_exit_norm=early_exit_norm,
     )
-    controls, attention_mask = _prepare(
-        model, "dola", logits_processor, stopping_criteria, generation_config, model_kwargs, seed
+    controls, prompt = _prepare(
+        model, "dola", input_ids, logits_processor, stopping_criteria, generation_config, model_kwargs, seed
     )
-    return run_decode_loop(input_ids, DolaStepper(model, input_ids, attention_mask, cfg), controls)
+    stepper = DolaStepper(model, prompt, cfg, controls.outputs)
+    return run_decode_loop(input_ids, stepper, controls, prompt.attention_mask)
 
 
 def expert_amateur(
@@ -177,11 +222,18 @@ def expert_amateur(
     if amateur_model is None:
         raise ValueError("expert_amateur needs amateur_model=<a smaller model with the same tokenizer>")
     vocab_size = shared_vocabulary_size(model, amateur_model, expert_tokenizer, amateur_tokenizer)
-    controls, attention_mask = _prepare(
-        model, "expert_amateur", logits_processor, stopping_criteria, generation_config, model_kwargs, seed
+    controls, prompt = _prepare(
+        model,
+        "expert_amateur",
+        input_ids,
+        logits_processor,
+        stopping_criteria,
+        generation_config,
+        model_kwargs,
+        seed,
     )
-    stepper = ExpertAmateurStepper(model, amateur_model, input_ids, attention_mask, cfg, vocab_size)
-    return run_decode_loop(input_ids, stepper, controls)
+    stepper = ExpertAmateurStepper(model, amateur_model, prompt, cfg, vocab_size, controls.outputs)
+    return run_decode_loop(input_ids, stepper, controls, prompt.attention_mask)
 
 
 def cad(
@@ -192,13 +244,18 @@ def cad(
     generation_config: GenerationConfig | None = None,
     context_free_input_ids: torch.Tensor | None = None,
     context_free_attention_mask: torch.Tensor | None = None,
+    context_free_token_type_ids: torch.Tensor | None = None,
     cad_alpha: float = 1.0,
     seed: SeedArg = None,
     **model_kwargs: Any,
 ) -> GenerateResult:
     """Context-aware decoding: ``input_ids`` hold context + question, ``context_free_input_ids`` the question
-    alone (left-padded, same batch order); score = (1 + cad_alpha) l(y|c,x) - cad_alpha l(y|x)."""
+    alone (left-padded, same batch order); score = (1 + cad_alpha) l(y|c,x) - cad_alpha l(y|x).
+    With ``token_type_ids``, give the context-free prompt's own as ``context_free_token_type_ids``."""
     cfg = context_math.CadConfig(cad_alpha=cad_alpha)
+    free = _context_free(
+        "cad", input_ids, context_free_input_ids, context_free_attention_mask, context_free_token_type_ids
+    )
     return _context_pair(
         "cad",
         cfg,
@@ -207,8 +264,7 @@ def cad(
         logits_processor,
         stopping_criteria,
         generation_config,
-        context_free_input_ids,
-        context_free_attention_mask,
+        free,
         model_kwargs,
         seed,
     )
@@ -222,6 +278,7 @@ def adacad(
     generation_config: GenerationConfig | None = None,
     context_free_input_ids: torch.Tensor | None = None,
     context_free_attention_mask: torch.Tensor | None = None,
+    context_free_token_type_ids: torch.Tensor | None = None,
     adacad_threshold: float = 0.0,
     seed: SeedArg = None,
     **model_kwargs: Any,
@@ -229,6 +286,9 @@ def adacad(
     """AdaCAD: CAD whose weight is, per step and row, the Jensen-Shannon divergence between the two
     next-token distributions (0 below ``adacad_threshold``)."""
     cfg = context_math.AdaCadConfig(adacad_threshold=adacad_threshold)
+    free = _context_free(
+        "adacad", input_ids, context_free_input_ids, context_free_attention_mask, context_free_token_type_ids
+    )
     return _context_pair(
         "adacad",
         cfg,
@@ -237,11 +297,39 @@ def adacad(
         logits_processor,
         stopping_criteria,
         generation_config,
-        context_free_input_ids,
-        context_free_attention_mask,
+        free,
         model_kwargs,
         seed,
     )
+
+
+def variant_rows(
+    name: str,
+    input_ids: torch.Tensor,
+    ids: torch.Tensor,
+    mask: torch.Tensor | None,
+    token_type_ids: torch.Tensor | None = None,
+) -> Variant:
+    """A method's variant prompt (``<name>_input_ids`` / ``_attention_mask`` / ``_token_type_ids``) on the
+    prompt's device, its rows repeated when generate repeated the prompts (``num_return_sequences``)."""
+    batch, device = input_ids.shape[0], input_ids.device
+    per_token = {}
+    if token_type_ids is not None:
+        per_token["token_type_ids"] = _expand_rows(token_type_ids.to(device), batch, f"{name}_token_type_ids")
+    return Variant(
+        name,
+        _expand_rows(ids.to(device), batch, f"{name}_input_ids"),
+        None if mask is None else _expand_rows(mask.to(device), batch, f"{name}_attention_mask"),
+        per_token,
+    )
+
+
+def _context_free(method, input_ids, free_ids, free_mask, free_token_type_ids) -> Variant:
+    if free_ids is None:
+        raise ValueError(
+            f"{method} needs context_free_input_ids (the prompt without its context, tokenized like input_ids)"
+        )
+    return variant_rows("context_free", input_ids, free_ids, free_mask, free_token_type_ids)
 
 
 def _context_pair(
@@ -252,27 +340,17 @@ def _context_pair(
     logits_processor: LogitsProcessorList | None,
     stopping_criteria: StoppingCriteriaList | None,
     generation_config: GenerationConfig | None,
-    free_ids: torch.Tensor | None,
-    free_mask: torch.Tensor | None,
+    free: Variant,
     model_kwargs: dict[str, Any],
     seed: SeedArg = None,
 ) -> GenerateResult:
-    if free_ids is None:
-        raise ValueError(
-            f"{method} needs context_free_input_ids (the prompt without its context, tokenized like input_ids)"
-        )
-    free_ids = _expand_rows(free_ids.to(input_ids.device), input_ids.shape[0], "context_free_input_ids")
-    if free_mask is not None:
-        free_mask = _expand_rows(
-            free_mask.to(input_ids.device), input_ids.shape[0], "context_free_attention_mask"
-        )
-    controls, attention_mask = _prepare(
-        model, method, logits_processor, stopping_criteria, generation_config, model_kwargs, seed
+    controls, prompt = _prepare(
+        model, method, input_ids, logits_processor, stopping_criteria, generation_config, model_kwargs, seed
     )
     pad_token_id = controls.generation_config.pad_token_id
     pad_token_id = 0 if pad_token_id is None else int(pad_token_id)
-    stepper = ContextPairStepper(model, input_ids, attention_mask, free_ids, free_mask, cfg, pad_token_id)
-    return run_decode_loop(input_ids, stepper, controls)
+    stepper = ContextPairStepper(model, prompt, free, cfg, pad_token_id, method, controls.outputs)
+    return run_decode_loop(input_ids, stepper, controls, prompt.attention_mask)
 
 
 def shared_vocabulary_size(

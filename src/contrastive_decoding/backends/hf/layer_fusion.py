@@ -21,22 +21,29 @@ from transformers import GenerationConfig, LogitsProcessorList, PreTrainedModel,
 from ...decoding import layer_fusion as fusion_math
 from ...samplers.seeding import SeedArg
 from .early_exit import check_dola_architecture, final_norm
-from .generate import _expand_rows, _prepare, shared_vocabulary_size
-from .loop import run_decode_loop
-from .runner import OutputHead, SequenceRunner, last_logits, left_pad, unpad
+from .generate import _prepare, shared_vocabulary_size, variant_rows
+from .inputs import StackedPrompts, Variant, check_model_accepts, stack_prompts, variant_per_token
+from .loop import NO_OUTPUTS, OutputRequest, run_decode_loop
+from .runner import OutputHead, PromptInputs, last_logits
+from .steppers import StackedStepper
 
 
-class _FusionModel:
-    """One model's runner over some rows, giving (final, lower-layer) logits of each row's last position."""
+class _FusionModel(StackedStepper):
+    """One model over stacked rows, giving (final, lower-layer) logits of each row's last position."""
 
-    def __init__(self, model: PreTrainedModel, rows: list[torch.Tensor], pad_token_id: int, layer: int):
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        stacked: StackedPrompts,
+        layer: int,
+        requested: OutputRequest = NO_OUTPUTS,
+    ):
         check_dola_architecture(model)
-        ids, mask = left_pad(rows, pad_token_id)
-        self.runner = SequenceRunner(model, ids, mask, output_hidden_states=True)
+        super().__init__(model, stacked, requested, output_hidden_states=True)
         self.head = OutputHead(model)
         self.norm = final_norm(model)
         self.layer = layer
-        self.rows = len(rows)
+        self.rows = stacked.prompt.input_ids.shape[0]
 
     def _project(self, hidden_states: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
         final = hidden_states[-1][:, -1]  # [R, H], already normed
@@ -44,13 +51,13 @@ class _FusionModel:
         logits = self.head(torch.cat([final, lower]))  # [2R, V]: one matmul
         return logits[: self.rows], logits[self.rows :]
 
-    def prefill(self) -> tuple[torch.Tensor, torch.Tensor]:
-        outputs = self.runner.prefill()
+    def prefill_logits(self) -> tuple[torch.Tensor, torch.Tensor]:
+        outputs = self.prefill()
         self.head.check(outputs.hidden_states[-1][:, -1], last_logits(outputs))
         return self._project(outputs.hidden_states)
 
-    def step(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._project(self.runner.step(tokens, body_only=True).hidden_states)
+    def step_logits(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # tokens [B]
+        return self._project(self.step(tokens, body_only=True).hidden_states)
 
 
 class LayerFusionStepper:
@@ -60,20 +67,19 @@ class LayerFusionStepper:
     def __init__(
         self,
         model: PreTrainedModel,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None,
+        prompt: PromptInputs,
         cfg: fusion_math.LayerFusionConfig,
         pad_token_id: int,
         *,
         amateur_model: PreTrainedModel | None,
-        amateur_rows: list[torch.Tensor] | None,
-        refocus_rows: list[torch.Tensor] | None,
+        amateur_rows: Variant | None,
+        refocus_rows: Variant | None,
         vocab_size: int,
+        requested: OutputRequest = NO_OUTPUTS,
     ):
         self.cfg = cfg
-        self.batch_size = input_ids.shape[0]
+        self.batch_size = prompt.input_ids.shape[0]
         self.vocab_size = vocab_size
-        rows = unpad(input_ids, attention_mask)
         expert_layers = model.config.get_text_config().num_hidden_layers
         amateur_layers = (
             amateur_model.config.get_text_config().num_hidden_layers
@@ -82,14 +88,21 @@ class LayerFusionStepper:
         )
         layer, amateur_layer = fusion_math.lower_layers(cfg, expert_layers, amateur_layers)
         self.amateur_inside = amateur_model is None
-        expert_rows = rows + (amateur_rows if self.amateur_inside else []) + (refocus_rows or [])
-        self.expert = _FusionModel(model, expert_rows, pad_token_id, layer)
+        variants = ([amateur_rows] if self.amateur_inside else []) + ([refocus_rows] if refocus_rows else [])
+        expert_rows = stack_prompts("layer_fusion", prompt, variants, pad_token_id)
+        self.expert = _FusionModel(model, expert_rows, layer, requested)
         self.amateur = None
         if amateur_model is not None:
-            device = amateur_model.device
-            own = [row.to(device) for row in (amateur_rows or rows)]
-            self.amateur = _FusionModel(amateur_model, own, pad_token_id, amateur_layer)
-        self.has_refocus = bool(refocus_rows)
+            if amateur_rows is None:  # the amateur reads the expert's prompt
+                own = prompt
+            else:  # its own prompt
+                per_token = variant_per_token("layer_fusion", prompt, amateur_rows)
+                own = PromptInputs(amateur_rows.input_ids, amateur_rows.attention_mask, None, per_token)
+            check_model_accepts(amateur_model, own, "layer_fusion", "amateur_model")
+            own = own.to(amateur_model.device)
+            self.amateur = _FusionModel(amateur_model, stack_prompts("layer_fusion", own, [], pad_token_id),
+                                        amateur_layer)  # fmt: skip
+        self.has_refocus = refocus_rows is not None
 
     def _scores(self, expert_out, amateur_out) -> tuple[torch.Tensor, torch.Tensor]:
         final, lower = expert_out  # [R, V] each
@@ -113,25 +126,23 @@ class LayerFusionStepper:
         return scores, final[:b]
 
     def start(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._scores(self.expert.prefill(), self.amateur.prefill() if self.amateur else None)
+        amateur_out = self.amateur.prefill_logits() if self.amateur else None
+        return self._scores(self.expert.prefill_logits(), amateur_out)
 
     def choose(self, input_ids: torch.Tensor, processed_scores: torch.Tensor) -> None:
         return None
 
     def advance(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        expert_tokens = tokens.repeat(self.expert.rows // self.batch_size)
         amateur_out = None
         if self.amateur is not None:
-            amateur_out = self.amateur.step(tokens.to(self.amateur.runner.input_ids.device))
-        return self._scores(self.expert.step(expert_tokens), amateur_out)
+            amateur_out = self.amateur.step_logits(tokens.to(self.amateur.runner.input_ids.device))
+        return self._scores(self.expert.step_logits(tokens), amateur_out)
 
+    def model_outputs(self) -> tuple[tuple | None, tuple | None]:
+        return self.expert.model_outputs()
 
-def _rows(ids: torch.Tensor | None, mask: torch.Tensor | None, batch: int, name: str, device) -> list | None:
-    if ids is None:
-        return None
-    ids = _expand_rows(ids.to(device), batch, name)
-    mask = None if mask is None else _expand_rows(mask.to(device), batch, name)
-    return unpad(ids, mask)
+    def past_key_values(self):
+        return self.expert.past_key_values()
 
 
 def layer_fusion(
@@ -143,8 +154,10 @@ def layer_fusion(
     amateur_model: PreTrainedModel | None = None,
     amateur_input_ids: torch.Tensor | None = None,
     amateur_attention_mask: torch.Tensor | None = None,
+    amateur_token_type_ids: torch.Tensor | None = None,
     refocus_input_ids: torch.Tensor | None = None,
     refocus_attention_mask: torch.Tensor | None = None,
+    refocus_token_type_ids: torch.Tensor | None = None,
     fusion_lambda: float = 1.0,
     fusion_layer: int | None = None,
     plausibility_alpha: float = 0.1,
@@ -157,7 +170,9 @@ def layer_fusion(
     """Multi-layer fusion contrast: ``cd_final + fusion_lambda * cd_lower`` (+ the truthfulness refocus).
 
     The amateur is ``amateur_model`` (same tokenizer; given ``input_ids``, or ``amateur_input_ids``), or, without
-    one, the model itself given ``amateur_input_ids`` (the prompt after a hallucination-inducing instruction)."""
+    one, the model itself given ``amateur_input_ids`` (the prompt after a hallucination-inducing instruction).
+    With ``token_type_ids``, the amateur / refocus prompts take their own (``amateur_token_type_ids``,
+    ``refocus_token_type_ids``)."""
     cfg = fusion_math.LayerFusionConfig(
         fusion_lambda=fusion_lambda,
         fusion_layer=fusion_layer,
@@ -176,22 +191,35 @@ def layer_fusion(
     vocab_size = model.get_output_embeddings().weight.shape[0]
     if amateur_model is not None:
         vocab_size = shared_vocabulary_size(model, amateur_model, expert_tokenizer, amateur_tokenizer)
-    controls, attention_mask = _prepare(
-        model, "layer_fusion", logits_processor, stopping_criteria, generation_config, model_kwargs, seed
+    controls, prompt = _prepare(
+        model,
+        "layer_fusion",
+        input_ids,
+        logits_processor,
+        stopping_criteria,
+        generation_config,
+        model_kwargs,
+        seed,
     )
     pad = controls.generation_config.pad_token_id
-    batch, device = input_ids.shape[0], input_ids.device
+    amateur_rows = refocus_rows = None
+    if amateur_input_ids is not None:
+        amateur_rows = variant_rows(
+            "amateur", input_ids, amateur_input_ids, amateur_attention_mask, amateur_token_type_ids
+        )
+    if cfg.refocus_weight:
+        refocus_rows = variant_rows(
+            "refocus", input_ids, refocus_input_ids, refocus_attention_mask, refocus_token_type_ids
+        )
     stepper = LayerFusionStepper(
         model,
-        input_ids,
-        attention_mask,
+        prompt,
         cfg,
         0 if pad is None else int(pad),
         amateur_model=amateur_model,
-        amateur_rows=_rows(amateur_input_ids, amateur_attention_mask, batch, "amateur_input_ids", device),
-        refocus_rows=_rows(refocus_input_ids, refocus_attention_mask, batch, "refocus_input_ids", device)
-        if cfg.refocus_weight
-        else None,
+        amateur_rows=amateur_rows,
+        refocus_rows=refocus_rows,
         vocab_size=vocab_size,
+        requested=controls.outputs,
     )
-    return run_decode_loop(input_ids, stepper, controls)
+    return run_decode_loop(input_ids, stepper, controls, prompt.attention_mask)

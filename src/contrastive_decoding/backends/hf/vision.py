@@ -125,7 +125,7 @@ def _decode(run: _Prepared, perturbed: list[Branch], contrast: Callable[..., tor
     """Decode the image branch and its ``perturbed`` branches in lockstep, scored by
     ``contrast(image_logits, *perturbed_logits, cfg)``."""
     stepper = ImageContrastStepper(run.model, [run.image, *perturbed], lambda logits: contrast(*logits, cfg))
-    return run_decode_loop(run.image.input_ids, stepper, run.controls)
+    return run_decode_loop(run.image.input_ids, stepper, run.controls, run.image.inputs.get("attention_mask"))
 
 
 def vcd(

@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
+from .runner import select_cache_rows
+
 # Keys that generate() adds for its own loop; every branch rebuilds them for itself.
 GENERATE_STATE_KEYS = frozenset(
     {"past_key_values", "use_cache", "position_ids", "logits_to_keep", "cache_position"}
@@ -62,11 +64,13 @@ class BranchRunner:
         if model._supports_logits_to_keep():
             kwargs["logits_to_keep"] = 1
         self.kwargs = kwargs
+        self.outputs = None  # the latest forward's (hidden states / attentions when generate asked for them)
 
     def _run(self, **prepare: Any) -> torch.Tensor:  # [B, V] float32
         inputs = self.model.prepare_inputs_for_generation(self.input_ids, **prepare, **self.kwargs)
         outputs = self.model(**inputs, return_dict=True)
         self.kwargs = self.model._update_model_kwargs_for_generation(outputs, self.kwargs)
+        self.outputs = outputs
         return outputs.logits[:, -1].float()
 
     def prefill(self) -> torch.Tensor:  # [B, V]
@@ -140,3 +144,16 @@ class ImageContrastStepper:
                 for group, runner in zip(self.groups, self.runners, strict=True)
             ]
         )
+
+    def model_outputs(self) -> tuple[tuple | None, tuple | None]:
+        """The image branch's (its rows lead the first runner, in the caller's layout)."""
+        outputs, rows = self.runners[0].outputs, slice(0, self.batch_size)
+        hidden = getattr(outputs, "hidden_states", None)
+        attentions = getattr(outputs, "attentions", None)
+        return (
+            None if hidden is None else tuple(h[rows] for h in hidden),
+            None if attentions is None else tuple(a[rows] for a in attentions),
+        )
+
+    def past_key_values(self):
+        return select_cache_rows(self.runners[0].kwargs["past_key_values"], slice(0, self.batch_size))
