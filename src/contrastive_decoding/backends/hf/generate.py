@@ -135,8 +135,10 @@ def contrastive_search(
     candidates already share one cache through tree attention, without 4.55's K copies of it."""
     config = generation_config if generation_config is not None else model.generation_config
     cfg = cs_math.ContrastiveSearchConfig(
-        penalty_alpha=generation_parameter("penalty_alpha", penalty_alpha, config, 0.6),
-        top_k=generation_parameter("top_k", top_k, config, 4),
+        penalty_alpha=generation_parameter(
+            "penalty_alpha", penalty_alpha, config, cs_math.ContrastiveSearchConfig.penalty_alpha
+        ),
+        top_k=generation_parameter("top_k", top_k, config, cs_math.ContrastiveSearchConfig.top_k),
     )
     controls, prompt = _prepare(
         model,
@@ -181,7 +183,9 @@ def dola(
     config as transformers 4.55 did; add ``repetition_penalty=1.2`` as advised."""
     config = generation_config if generation_config is not None else model.generation_config
     cfg = dola_math.DolaConfig(
-        dola_layers=generation_parameter("dola_layers", dola_layers, config, "high"),
+        dola_layers=generation_parameter(
+            "dola_layers", dola_layers, config, dola_math.DolaConfig.dola_layers
+        ),
         relative_top=relative_top,
         layer_choice=layer_choice,
         early_exit_norm=early_exit_norm,

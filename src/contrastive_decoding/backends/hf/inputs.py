@@ -67,6 +67,8 @@ def prompt_inputs(method: str, input_ids: torch.Tensor, model_kwargs: dict[str, 
     for name, value in model_kwargs.items():
         if name in LOOP_STATE_KEYS or name in ("attention_mask", "position_ids") or value is None:
             continue
+        if isinstance(value, dict) and not value:  # e.g. the empty mm_encoder_outputs of a text-only prompt
+            continue
         if name in PER_TOKEN_INPUTS:
             if value.shape[:2] != input_ids.shape:
                 raise ValueError(
