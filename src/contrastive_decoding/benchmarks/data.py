@@ -23,25 +23,21 @@ folder filled by ``pull`` works as one: ``python -m http.server -d DIR``, a ``fi
 
 from __future__ import annotations
 
-import collections
 import http.client
-import json
 import os
-import pickle
-import shutil
 import sys
 import tempfile
-import zipfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.error import HTTPError, URLError
 from urllib.parse import quote, urlparse
 from urllib.request import Request, urlopen
 
 from .._files import sha256_file
 from .data_sources import BRING_YOUR_OWN, FILES, FOLDERS, FOLDERS_BY_NAME, BringYourOwn, DataFile, DataFolder
+from .data_transforms import _CHUNK, TRANSFORMS
 
 if TYPE_CHECKING:
     from .tasks.base import Task
@@ -75,7 +71,6 @@ DATA_DIR_ENV = "CONTRASTIVE_DECODING_DATA_DIR"
 MIRROR_ENV = "CONTRASTIVE_DECODING_DATA_MIRROR"
 CLI_NAME = "contrastive-decoding"
 TIMEOUT_S = 60.0
-_CHUNK = 1 << 20
 
 Progress = Callable[[str], None]
 
@@ -527,103 +522,6 @@ def _check_data_dir(task: Task, data_dir: Path, where: str) -> Path:
             f"--data-dir (and {DATA_DIR_ENV} unset) to use the cache, filled on first use."
         )
     raise MissingDataError("\n".join(lines))
-
-
-# --------------------------------------------------------------------------------------------- transforms
-
-
-def _unzip(source: Path | None, out: Path, entry: DataFile, root: Path) -> None:
-    """The zip member ``entry.transform_arg`` of ``source``, byte for byte."""
-    assert source is not None
-    with (
-        zipfile.ZipFile(source) as archive,
-        archive.open(entry.transform_arg) as member,
-        out.open("wb") as handle,
-    ):
-        shutil.copyfileobj(member, handle, _CHUNK)
-
-
-class _ChairEvaluator:
-    """Stands in for ``chair.py``'s ``CHAIR`` class: the pickle's attributes land in ``__dict__``."""
-
-
-class _ChairUnpickler(pickle.Unpickler):
-    """Loads ``chair.pkl`` without running code: only the classes its data is made of are allowed."""
-
-    _ALLOWED: dict[tuple[str, str], Any] = {
-        ("collections", "defaultdict"): collections.defaultdict,
-        ("builtins", "list"): list,
-        ("builtins", "set"): set,
-        ("builtins", "dict"): dict,
-    }
-
-    def find_class(self, module: str, name: str) -> Any:
-        if name == "CHAIR":
-            return _ChairEvaluator
-        if (module, name) in self._ALLOWED:
-            return self._ALLOWED[(module, name)]
-        raise pickle.UnpicklingError(f"chair.pkl refers to {module}.{name}, which is not allowed")
-
-
-def _chair_pickle(source: Path | None, out: Path, entry: DataFile, root: Path) -> None:
-    """``imid_to_objects`` (compact JSON, ids ascending, objects sorted) or the vocabulary tables of chair.pkl."""
-    assert source is not None
-    with source.open("rb") as handle:
-        evaluator = _ChairUnpickler(handle).load()
-    state = vars(evaluator)
-    if entry.transform_arg == "imid_to_objects":
-        mapping = state["imid_to_objects"]
-        data: Any = {str(image_id): sorted(mapping[image_id]) for image_id in sorted(mapping, key=int)}
-        text = json.dumps(data, separators=(",", ":"))
-    elif entry.transform_arg == "vocab":
-        keys = ("mscoco_objects", "inverse_synonym_dict", "double_word_dict")
-        data = {key: state[key] if isinstance(state[key], list) else dict(state[key]) for key in keys}
-        text = json.dumps(data, indent=1)
-    else:
-        raise ValueError(f"unknown chair.pkl part {entry.transform_arg!r}")
-    out.write_text(text, encoding="utf-8")
-
-
-def _prompt_records(source: Path | None, out: Path, entry: DataFile, root: Path) -> None:
-    """``{"id", "prefix_text", "reference_text"}`` per record of a contrastive-search result list (JSON Lines)."""
-    assert source is not None
-    records = json.loads(source.read_text(encoding="utf-8"))
-    with out.open("w", encoding="utf-8", newline="\n") as handle:
-        for index, record in enumerate(records):
-            row = {
-                "id": index,
-                "prefix_text": record["prefix_text"],
-                "reference_text": record["reference_text"],
-            }
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
-def _coco_manifest(source: Path | None, out: Path, entry: DataFile, root: Path) -> None:
-    """The sample images (``entry.needs``) with their CHAIR ground truth from ``entry.inputs[0]``, by image id."""
-    ground_truth = json.loads((root / entry.inputs[0]).read_text(encoding="utf-8"))
-    folder = entry.path.rsplit("/", 1)[0] + "/"
-    rows = []
-    for needed in entry.needs:
-        relative = needed[len(folder) :] if needed.startswith(folder) else needed
-        image_id = int(Path(needed).stem.rsplit("_", 1)[1])
-        rows.append(
-            {
-                "file": relative,
-                "coco_image_id": image_id,
-                "split": "val2014",
-                "chair_gt_objects": ground_truth[str(image_id)],
-            }
-        )
-    rows.sort(key=lambda row: row["coco_image_id"])
-    out.write_text(json.dumps(rows, indent=1), encoding="utf-8")
-
-
-TRANSFORMS: dict[str, Callable[[Path | None, Path, DataFile, Path], None]] = {
-    "unzip": _unzip,
-    "chair_pickle": _chair_pickle,
-    "prompt_records": _prompt_records,
-    "coco_manifest": _coco_manifest,
-}
 
 
 # --------------------------------------------------------------------------------------------- status
