@@ -102,8 +102,10 @@ def vllm_runs(kind: str) -> frozenset[str]:
     return frozenset(spec.name for spec in specs() if spec.vllm.runs == kind)
 
 
+@cache
 def load(path: str) -> Any:
-    """The object a dotted ``"package.module:attribute"`` path names (imported on first use)."""
+    """The object a dotted ``"package.module:attribute"`` path names (imported on first use, then remembered:
+    the vLLM pair processor asks for its scores function every step)."""
     module_name, _, attribute = path.partition(":")
     return getattr(importlib.import_module(module_name), attribute)
 
