@@ -376,3 +376,114 @@ def test_too_long(model, tokenizer):
         ValueError, match=r"pair 1 has 260 tokens \(context 250 \+ continuation 10\).*context of 256 tokens"
     ):
         score(model, tokenizer, ["w5", long_context], [" w6", " w7" * 10])
+
+
+# --------------------------------------------------------------------------- shared prefixes
+
+
+def test_scored_position_index_points_at_prefill_then_continuation_columns():
+    from contrastive_decoding.scoring import scored_position_index
+
+    # rows: prefix 0 (3 tokens), prefix 1 (1 token), prefix 0 (2 tokens); window = 2, G = 2
+    index = scored_position_index([0, 1, 0], [3, 1, 2], window=2)
+    # row 0: prefill 0, then row' 0 columns 0, 1 -> 2 + 0, 2 + 1; row 1: prefill 1; row 2: prefill 0, row' 1 col 0
+    assert index.tolist() == [0, 2, 3, 1, 0, 4]
+
+
+def test_batches_keep_a_context_together_and_split_only_oversized_ones():
+    from contrastive_decoding.scoring import _batches
+
+    contexts = [[1, 2], [3], [1, 2], [4, 5, 6], [1, 2], [3]]
+    continuations = [[7]] * 6
+    assert _batches(contexts, continuations, 3, True) == [[3], [0, 2, 4], [1, 5]]
+    assert _batches(contexts, continuations, 2, True) == [[3], [0, 2], [4], [1, 5]]
+    flat = sorted(i for batch in _batches(contexts, continuations, 4, False) for i in batch)
+    assert flat == list(range(6))
+
+
+# Multiple-choice shaped input: two questions with 4 and 3 answers (lengths 1 to 5 tokens), a third question
+# with one answer, in mixed order; the context-free contexts shared the same way.
+CHOICE_CONTEXTS = [PROMPTS[0]] * 4 + [PROMPTS[2]] * 3 + [PROMPTS[1]]
+CHOICE_FREE = [CONTEXT_FREE[0]] * 4 + [CONTEXT_FREE[2]] * 3 + [CONTEXT_FREE[1]]
+CHOICE_ANSWERS = [
+    " w7 w8 w9",
+    " w400",
+    " w11 w12 w13 w14 w15",
+    " w3 w3",
+    " w1",
+    " w2 w20",
+    " w99 w98 w97",
+    " w6",
+]
+ORDER = [0, 4, 1, 7, 5, 2, 6, 3]
+
+
+@pytest.mark.parametrize(
+    ("method", "params"),
+    [
+        ("greedy", {}),
+        ("dola", {"dola_layers": DOLA_LAYERS}),
+        ("dola", {"dola_layers": "high", "relative_top": 0.0, "early_exit_norm": True}),
+        ("expert_amateur", {"contrast_beta": 0.5}),
+        ("cad", {}),
+        ("adacad", {}),
+        ("layer_fusion", {"refocus_weight": 0.0}),
+        ("layer_fusion", {"refocus_weight": 0.0, "with_amateur": True}),
+    ],
+)
+@pytest.mark.parametrize("batch_size", [2, 8])
+def test_shared_prefix_scores_equal_full_sequences(model, amateur, tokenizer, method, params, batch_size):
+    """The cached path (each context once) and the reference path (each context + continuation in full)
+    give the same per-token values within 1e-5 (float32), in any order and any batch split, for every method
+    ``score`` supports."""
+    contexts = [CHOICE_CONTEXTS[i] for i in ORDER]
+    answers = [CHOICE_ANSWERS[i] for i in ORDER]
+    extra = dict(params)
+    if method == "expert_amateur" or extra.pop("with_amateur", False):
+        extra.update(amateur_model=amateur, amateur_tokenizer=tokenizer)
+    if method in ("cad", "adacad"):
+        extra["context_free_contexts"] = [CHOICE_FREE[i] for i in ORDER]
+    for normalize in (True, False):
+        shared = score(
+            model, tokenizer, contexts, answers, method, batch_size=batch_size, normalize=normalize, **extra
+        )
+        full = score(
+            model,
+            tokenizer,
+            contexts,
+            answers,
+            method,
+            batch_size=batch_size,
+            normalize=normalize,
+            share_prefixes=False,
+            **extra,
+        )
+        for cached, reference in zip(shared, full, strict=True):
+            assert cached.num_tokens == reference.num_tokens
+            assert_scores_close(
+                cached.token_logprobs, reference.token_logprobs, magnitude(reference.token_logprobs)
+            )
+            assert cached.is_greedy == reference.is_greedy
+
+
+def test_share_prefixes_must_be_a_bool(model, tokenizer):
+    with pytest.raises(ValueError, match="share_prefixes must be True or False"):
+        score(model, tokenizer, PROMPTS, CONTINUATIONS, share_prefixes="yes")
+
+
+@pytest.mark.parametrize("family", ["qwen2", "gemma3_text", "gpt2"])
+def test_shared_prefix_scores_equal_full_sequences_per_family(tokenizer, family):
+    """The cache reorder and the continued positions hold for other cache layouts (Gemma 3's sliding-window
+    layers, GPT-2's learned positions)."""
+    family_model = tiny_model(family, num_layers=4)
+    contexts = [CHOICE_CONTEXTS[i] for i in ORDER]
+    answers = [CHOICE_ANSWERS[i] for i in ORDER]
+    method, params = ("greedy", {}) if family == "gpt2" else ("dola", {"dola_layers": [0, 2]})
+    shared = score(family_model, tokenizer, contexts, answers, method, batch_size=3, **params)
+    full = score(
+        family_model, tokenizer, contexts, answers, method, batch_size=3, share_prefixes=False, **params
+    )
+    for cached, reference in zip(shared, full, strict=True):
+        assert_scores_close(
+            cached.token_logprobs, reference.token_logprobs, magnitude(reference.token_logprobs)
+        )

@@ -6,10 +6,13 @@ tasks (TruthfulQA MC, FACTOR): at continuation position t the method's scores ar
 context + continuation[:t], exactly as generation computes them for the next token, and the token's entry of
 ``log_softmax(scores)`` is taken.
 
-Each batch is one forward per sequence set (not one per token): the whole left-padded sequence
-context + continuation runs once, and the per-position logits (hidden states for DoLa) are gathered at the
-positions that predict a continuation token. The method math is ``contrastive_decoding.decoding``'s, applied
-to every such position as if it were a row of a generation batch:
+Each batch costs two forwards per model and prefix set (not one per token, not one per continuation): the
+batch's distinct contexts run once, left-padded, into a KV cache, then every continuation (but its last token)
+runs on its context's cache, right-padded (:func:`prefix_forward`). A multiple-choice item (one question, k
+answers) thus computes its question once, not k times: the physical floor of teacher forcing. The outputs
+(logits; hidden states for DoLa and layer fusion, projected through the LM head only at these positions) are
+gathered at the positions that predict a continuation token. The method math is
+``contrastive_decoding.decoding``'s, applied to every such position as if it were a row of a generation batch:
 
 - ``plain`` (alias ``greedy``): the model's log-probabilities;
 - ``dola``: ``dola.contrast(final, early, cfg)`` with the premature layer chosen per position, early exits from
@@ -134,15 +137,23 @@ def token_scores(
 # --------------------------------------------------------------------------- model calls
 
 
-def _forward(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, keep: int, hidden: bool = False):
-    """One forward over left-padded rows (no cache), positions and mask as ``SequenceRunner.prefill``."""
+def _forward(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    keep: int,
+    hidden: bool = False,
+    cache: bool = False,
+):
+    """One forward over left-padded rows, positions and mask as ``SequenceRunner.prefill`` (``cache``: return
+    the KV cache too)."""
     position_ids = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)  # [B, S]
     has_padding = bool((attention_mask == 0).any())
     return model(
         input_ids=input_ids,
         attention_mask=attention_mask if has_padding else None,
         position_ids=position_ids,
-        use_cache=False,
+        use_cache=cache,
         output_hidden_states=hidden,
         return_dict=True,
         logits_to_keep=keep,
@@ -207,6 +218,204 @@ def _score_batch(
             first, second = logits[positions], None
         scores = method_scores(method, cfg, first, second)
     return token_scores(scores, targets, normalize)
+
+
+# --------------------------------------------------------------------------- shared prefixes
+
+
+@dataclass(frozen=True)
+class PrefixRows:
+    """Continuation rows over G distinct prefixes: row r continues ``prefixes[row_prefix[r]]``."""
+
+    prefixes: list[list[int]]  # G prefix token lists
+    row_prefix: list[int]  # [R] the prefix each row continues
+    continuations: list[list[int]]  # [R] each row's continuation tokens (at least one)
+
+    @classmethod
+    def group(cls, prefixes: list[list[int]], continuations: list[list[int]]) -> PrefixRows:
+        """Rows with equal prefix token lists share one prefix (first-seen order)."""
+        index: dict[tuple[int, ...], int] = {}
+        row_prefix = [index.setdefault(tuple(prefix), len(index)) for prefix in prefixes]
+        return cls([list(key) for key in index], row_prefix, [list(c) for c in continuations])
+
+
+def _right_pad(rows: list[list[int]], pad_token_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token lists into ``input_ids [R, T]`` and ``attention_mask [R, T]``."""
+    length = max(len(row) for row in rows)
+    input_ids = torch.full((len(rows), length), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
+    for index, row in enumerate(rows):
+        input_ids[index, : len(row)] = torch.tensor(row, dtype=torch.long)
+        attention_mask[index, : len(row)] = 1
+    return input_ids.to(device), attention_mask.to(device)
+
+
+def scored_position_index(row_prefix: list[int], lengths: list[int], window: int) -> torch.Tensor:
+    """Where each scored position's output lies in ``cat([prefill_last [G], continuation [R', window]])``.
+
+    Position 0 of row r (it predicts the continuation's first token) is the last prefix position: entry
+    ``row_prefix[r]``. Position t >= 1 is the continuation pass's output at row r', column t - 1, where r' counts
+    the rows with at least two tokens: entry ``G + r' * window + t - 1``. Returns ``[N]`` (N = sum of lengths),
+    rows in order, positions in order.
+    """
+    groups = max(row_prefix) + 1
+    index: list[int] = []
+    second = 0
+    for prefix, length in zip(row_prefix, lengths, strict=True):
+        index.append(prefix)
+        if length > 1:
+            index.extend(groups + second * window + t for t in range(length - 1))
+            second += 1
+    return torch.tensor(index, dtype=torch.long)
+
+
+@dataclass(frozen=True)
+class PositionOutputs:
+    """A model's outputs at the D distinct positions that predict continuation tokens, and which one each of
+    the N scored positions (row by row, in order) is: rows of one prefix share their first position. The
+    first G distinct positions are the G prefixes' last positions, whose model logits are ``prefix_logits``."""
+
+    logits: torch.Tensor | None  # [D, V] float32
+    hidden: dict[int, torch.Tensor]  # {layer: [D, H]}
+    position: torch.Tensor  # [N] index into D
+    prefix_logits: torch.Tensor  # [G, V] the model's own logits at the prefixes' last positions
+
+    def expanded(self) -> tuple[torch.Tensor | None, dict[int, torch.Tensor]]:
+        """The outputs at the N scored positions: ``[N, V]`` logits, ``{layer: [N, H]}``."""
+        logits = self.logits[self.position] if self.logits is not None else None
+        return logits, {layer: states[self.position] for layer, states in self.hidden.items()}
+
+
+def prefix_forward(
+    model,
+    rows: PrefixRows,
+    pad_token_id: int,
+    *,
+    logits: bool = True,
+    hidden_layers: frozenset[int] = frozenset(),
+) -> PositionOutputs:
+    """The model's outputs at every position that predicts a continuation token, each prefix run once.
+
+    Two forwards: the G distinct prefixes, left-padded, with a KV cache (its last position predicts every
+    row's first continuation token), then every row's continuation but its last token, right-padded, on its
+    prefix's cache (``Cache.reorder_cache`` picks each row's prefix; positions and mask continue the prefix's).
+    Returns final logits (``logits=True``) and the hidden states of ``hidden_layers`` (indices into
+    transformers' ``hidden_states``: 0 = embeddings, -1 = the final, normed state) at the distinct positions that
+    predict a continuation token (padding dropped), as one full forward of each ``prefix + continuation`` would
+    give them (up to float rounding): project early exits there, then expand (:class:`PositionOutputs`).
+    """
+    device = model.device
+    prefix_ids, prefix_mask = _padded(rows.prefixes, pad_token_id, device)  # [G, S]
+    want_hidden = bool(hidden_layers)
+    first = _forward(model, prefix_ids, prefix_mask, keep=1, hidden=want_hidden, cache=True)
+    lengths = [len(c) for c in rows.continuations]
+    longer = [r for r, length in enumerate(lengths) if length > 1]
+    pieces_logits = [first.logits[:, -1].float()] if logits else []  # [G, V]
+    pieces_hidden = {layer: [first.hidden_states[layer][:, -1]] for layer in hidden_layers}  # [G, H]
+    window = max(lengths) - 1
+    if longer:
+        cache = first.past_key_values
+        select = torch.tensor([rows.row_prefix[r] for r in longer], dtype=torch.long, device=device)  # [R']
+        cache.reorder_cache(select)
+        tail_ids, tail_mask = _right_pad(
+            [rows.continuations[r][:-1] for r in longer], pad_token_id, device
+        )  # [R', T]: T = window, the longest continuation but its last token
+        mask = torch.cat([prefix_mask[select], tail_mask], dim=1)  # [R', S + T]
+        start = prefix_mask[select].sum(-1, keepdim=True)  # [R', 1] each prefix's length
+        positions = start + torch.arange(window, device=device)  # [R', T]
+        second = model(
+            input_ids=tail_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            output_hidden_states=want_hidden,
+            return_dict=True,
+            logits_to_keep=0 if logits else 1,
+        )
+        if logits:
+            pieces_logits.append(second.logits.float().flatten(0, 1))  # [R' * T, V]
+        for layer in hidden_layers:
+            pieces_hidden[layer].append(second.hidden_states[layer].flatten(0, 1))  # [R' * T, H]
+    index = scored_position_index(rows.row_prefix, lengths, window).to(device)  # [N]
+    distinct, position = torch.unique(index, return_inverse=True)  # [D], [N]
+    return PositionOutputs(
+        logits=torch.cat(pieces_logits)[distinct] if logits else None,
+        hidden={layer: torch.cat(pieces)[distinct] for layer, pieces in pieces_hidden.items()},
+        position=position,
+        prefix_logits=first.logits[:, -1].float(),
+    )
+
+
+def _prefix_targets(rows: PrefixRows, device) -> torch.Tensor:  # [N] the token each scored position predicts
+    return torch.tensor([t for c in rows.continuations for t in c], dtype=torch.long, device=device)
+
+
+@torch.no_grad()
+def _score_shared(
+    method: str,
+    cfg: Any,
+    model,
+    contexts: list[list[int]],  # per row
+    continuations: list[list[int]],
+    *,
+    free_contexts: list[list[int]] | None,
+    amateur_model,
+    vocab_size: int | None,
+    heads: Any,
+    pad_token_id: int,
+    normalize: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:  # values [N], is argmax [N]: row by row, positions in order
+    """``_score_batch``'s scores with each distinct prefix run once (see :func:`prefix_forward`)."""
+    rows = PrefixRows.group(contexts, continuations)
+    free_rows = PrefixRows.group(free_contexts, continuations) if free_contexts is not None else None
+    targets = _prefix_targets(rows, model.device)
+    if method == "dola":  # early exits projected once per distinct position, then expanded
+        layers = frozenset({*heads.layers, -1})
+        outputs = prefix_forward(model, rows, pad_token_id, logits=False, hidden_layers=layers)
+        prefixes = len(rows.prefixes)
+        heads.head.check(outputs.hidden[-1][:prefixes], outputs.prefix_logits)
+        num_states = max(heads.layers) + 1
+        states = [outputs.hidden.get(index) for index in range(num_states)] + [outputs.hidden[-1]]
+        scores = dola_scores(heads, states, cfg)[outputs.position]  # [N, V]
+    elif method == "layer_fusion":
+        scores = _layer_fusion_shared(
+            cfg, model, heads, rows, free_rows, amateur_model, vocab_size, pad_token_id
+        )
+    else:
+        first, _ = prefix_forward(model, rows, pad_token_id).expanded()
+        second = None
+        if method == "expert_amateur":
+            amateur_logits, _ = prefix_forward(amateur_model, rows, pad_token_id).expanded()
+            first, second = first[:, :vocab_size], amateur_logits[:, :vocab_size].to(first.device)
+        elif free_rows is not None:
+            second, _ = prefix_forward(model, free_rows, pad_token_id).expanded()
+        scores = method_scores(method, cfg, first, second)
+    return token_scores(scores, targets, normalize)
+
+
+def _layer_fusion_shared(cfg, model, heads, rows, free_rows, amateur_model, vocab_size, pad_token_id):
+    from .decoding.layer_fusion import layer_fusion_contrast
+
+    (head, norm, layer), (amateur_head, amateur_norm, amateur_layer) = heads
+
+    def final_and_lower(m, m_rows, m_head, m_norm, m_layer):
+        outputs = prefix_forward(m, m_rows, pad_token_id, hidden_layers=frozenset({m_layer}))
+        lower = m_head(m_norm(outputs.hidden[m_layer]))  # [D, V]: the lower layer's exit, once per position
+        return outputs.logits[outputs.position], lower[outputs.position]  # [N, V] each
+
+    expert_final, expert_lower = final_and_lower(model, rows, head, norm, layer)
+    if amateur_model is None:  # the model itself on the induced prompts
+        amateur_final, amateur_lower = final_and_lower(model, free_rows, head, norm, layer)
+    else:
+        amateur_final, amateur_lower = (
+            logits.to(expert_final.device)
+            for logits in final_and_lower(amateur_model, rows, amateur_head, amateur_norm, amateur_layer)
+        )
+    v = vocab_size or expert_final.shape[-1]
+    return layer_fusion_contrast(
+        expert_final[:, :v], amateur_final[:, :v], expert_lower[:, :v], amateur_lower[:, :v], cfg
+    )
 
 
 def _fusion_logits(model, head, norm, layer: int, input_ids, attention_mask, window, positions):
@@ -312,6 +521,7 @@ def score(
     batch_size: int = 8,
     normalize: bool = True,
     amateur_instruction: str | None = None,
+    share_prefixes: bool = True,
     **params: Any,
 ) -> list[ContinuationScore]:
     """Score each continuation given its context under ``method``'s contrasted next-token distribution.
@@ -326,6 +536,12 @@ def score(
     instead of their log-softmax (DoLa's ``post_softmax=False``; see the module docstring for reproducing
     DoLa's multiple-choice numbers with ``relative_top=0.0``).
 
+    Each distinct context (and context-free context) runs once per batch and its continuations are scored from
+    its KV cache (``share_prefixes=True``, the default; ``batch_size`` counts continuations, a context's
+    continuations share a batch when they fit). ``share_prefixes=False`` runs every ``context + continuation``
+    as its own full sequence instead: the same scores up to float rounding, for models whose cache cannot be
+    reordered.
+
     >>> score(model, tokenizer, ["Q: What is the capital of France?\\nA:"] * 2, [" Paris", " Lyon"],
     ...       method="dola", dola_layers="high", relative_top=0.0)
     """
@@ -338,6 +554,8 @@ def score(
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     if not isinstance(normalize, bool):
         raise ValueError(f"normalize must be True or False, got {normalize!r}")
+    if not isinstance(share_prefixes, bool):
+        raise ValueError(f"share_prefixes must be True or False, got {share_prefixes!r}")
     contexts = _as_list(contexts, "contexts")
     continuations = _as_list(continuations, "continuations")
     if len(contexts) != len(continuations):
@@ -402,29 +620,39 @@ def score(
     if pad_token_id is None:
         pad_token_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
 
-    sequences = [list(c) + list(x) for c, x in zip(context_ids, continuation_ids, strict=True)]
-    free_sequences = (
-        [list(f) + list(x) for f, x in zip(free_ids, continuation_ids, strict=True)] if free_ids else None
-    )
-    # Longest first: rows of similar length share a batch (less padding); results go back in input order.
-    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i]))
-    results: list[ContinuationScore | None] = [None] * len(sequences)
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
+    results: list[ContinuationScore | None] = [None] * len(context_ids)
+    for rows in _batches(context_ids, continuation_ids, batch_size, share_prefixes):
         lengths = [len(continuation_ids[i]) for i in rows]
-        values, greedy = _score_batch(
-            method,
-            cfg,
-            model,
-            [sequences[i] for i in rows],
-            lengths,
-            free_sequences=[free_sequences[i] for i in rows] if free_sequences else None,
-            amateur_model=amateur_model,
-            vocab_size=vocab_size,
-            heads=heads,
-            pad_token_id=int(pad_token_id),
-            normalize=normalize,
-        )
+        if share_prefixes:
+            values, greedy = _score_shared(
+                method,
+                cfg,
+                model,
+                [context_ids[i] for i in rows],
+                [continuation_ids[i] for i in rows],
+                free_contexts=[free_ids[i] for i in rows] if free_ids else None,
+                amateur_model=amateur_model,
+                vocab_size=vocab_size,
+                heads=heads,
+                pad_token_id=int(pad_token_id),
+                normalize=normalize,
+            )
+        else:
+            values, greedy = _score_batch(
+                method,
+                cfg,
+                model,
+                [list(context_ids[i]) + list(continuation_ids[i]) for i in rows],
+                lengths,
+                free_sequences=(
+                    [list(free_ids[i]) + list(continuation_ids[i]) for i in rows] if free_ids else None
+                ),
+                amateur_model=amateur_model,
+                vocab_size=vocab_size,
+                heads=heads,
+                pad_token_id=int(pad_token_id),
+                normalize=normalize,
+            )
         for row, row_values, row_greedy in zip(
             rows, values.split(lengths), greedy.split(lengths), strict=True
         ):
@@ -436,6 +664,38 @@ def score(
                 is_greedy=bool(row_greedy.all()),
             )
     return results  # type: ignore[return-value]
+
+
+def _batches(
+    context_ids: list[list[int]], continuation_ids: list[list[int]], batch_size: int, share_prefixes: bool
+) -> list[list[int]]:
+    """Row indices per batch. Longest first, so rows of similar length share a batch (less padding).
+
+    With ``share_prefixes``, rows of one context are adjacent and a context's rows are kept in one batch when
+    they fit in ``batch_size`` (a context with more rows than that is split into full batches), so each
+    distinct context runs once per batch it is in.
+    """
+    if not share_prefixes:
+        order = sorted(
+            range(len(context_ids)), key=lambda i: -(len(context_ids[i]) + len(continuation_ids[i]))
+        )
+        return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for index, context in enumerate(context_ids):
+        groups.setdefault(tuple(context), []).append(index)
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for members in sorted(groups.values(), key=lambda rows: -len(context_ids[rows[0]])):
+        if current and len(current) + len(members) > batch_size:
+            batches.append(current)
+            current = []
+        while len(members) > batch_size:
+            batches.append(members[:batch_size])
+            members = members[batch_size:]
+        current.extend(members)
+    if current:
+        batches.append(current)
+    return batches
 
 
 def _check_lengths(

@@ -205,6 +205,10 @@ def _echo_summary(summary: Any) -> None:
         f"results in {summary.output_dir}",
         err=True,
     )
+    rate = summary.items_per_s
+    if rate is not None:
+        computed = summary.num_items - summary.num_resumed
+        click.echo(f"computed {computed} items in {summary.elapsed_s:.1f} s ({rate:.2f} items/s)", err=True)
 
 
 @bench_group.command("run")

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,13 @@ class RunSummary:
     output_dir: Path
     results: list[dict[str, Any]] = field(default_factory=list)
     num_resumed: int = 0  # items whose results were already in results.jsonl when the run started
+    elapsed_s: float = 0.0  # wall time of this call's items (those not resumed), model loading excluded
+
+    @property
+    def items_per_s(self) -> float | None:
+        """Throughput of this call: items computed (not resumed) per second; None when none were."""
+        computed = self.num_items - self.num_resumed
+        return computed / self.elapsed_s if computed and self.elapsed_s > 0 else None
 
     def to_json(self) -> dict[str, Any]:
         """The content of ``summary.json``."""
@@ -336,6 +344,7 @@ def run_task(
         done_ids = {item.id for item in items if item.id in previous_rows}
 
         torch.manual_seed(seed)
+        started = time.perf_counter()
         progress_bar = _progress_bar(len(items), len(done_ids), f"{task.name} {method}", progress)
         try:
             with results_path.open("a") as results_handle:
@@ -363,6 +372,7 @@ def run_task(
                         runner.run_generate_batch(batch, pending, batch_index, item_indices)
         finally:
             progress_bar.close()
+        elapsed_s = time.perf_counter() - started
 
         rows_by_id = {**previous_rows, **runner.rows}
         results = [rows_by_id[item.id] for item in items]
@@ -379,6 +389,7 @@ def run_task(
             output_dir=output_dir,
             results=results,
             num_resumed=len(done_ids),
+            elapsed_s=elapsed_s,
         )
         write_json_atomic(output_dir / SUMMARY_FILE, summary.to_json())
     return summary
