@@ -215,15 +215,23 @@ class ContrastiveMixin:
         final = hidden_states[:, :width]  # [R, H]
         logits = super().compute_logits(final)  # [R, V], through the model's own LM head
         rows = self.row_table.claim_rows(hidden_states.shape[0])  # {} outside the step's sampling call
-        if not rows or logits is None:
-            return logits
+        if rows and logits is not None:
+            self.apply_methods(hidden_states, logits, rows)
+        return logits
+
+    def apply_methods(
+        self, hidden_states: torch.Tensor, logits: torch.Tensor, rows: dict[int, MethodRequest]
+    ) -> None:
+        """Write each method row's scores into ``logits`` [R, V] from ``hidden_states`` [R, H * (1 + N) (+ H_a)]
+        (this wrapper's ``forward`` output at the sampled positions). The only entry point of the method rows:
+        V1's row placement (:mod:`.rows`, filled by the V1 processor) calls it from ``compute_logits``; another
+        runner's placement would call it with its own ``{row: MethodRequest}``."""
         dola_rows = {row: request for row, request in rows.items() if request.method == "dola"}
         amateur_rows = {row: request for row, request in rows.items() if request.method == "expert_amateur"}
         if dola_rows:
             self._dola(hidden_states, logits, dola_rows)
         if amateur_rows:
             self._expert_amateur(hidden_states, logits, amateur_rows)
-        return logits
 
     def _dola(
         self, hidden_states: torch.Tensor, logits: torch.Tensor, rows: dict[int, MethodRequest]
