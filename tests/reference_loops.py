@@ -39,7 +39,15 @@ def contrastive_search(model, prompt: list[int], steps: int, penalty_alpha: floa
 
 
 def dola(model, prompt: list[int], steps: int, layers: list[int], relative_top: float = 0.1) -> list[int]:
-    head = model.get_output_embeddings()
+    lm_head = model.get_output_embeddings()
+    softcap = getattr(
+        model.config, "final_logit_softcapping", None
+    )  # Gemma 2/3: the model's own logits have it
+
+    def head(hidden):
+        logits = lm_head(hidden)
+        return logits if softcap is None else torch.tanh(logits / softcap) * softcap
+
     ids = list(prompt)
     for _ in range(steps):
         out = _full(model, ids, hidden=True)

@@ -16,6 +16,7 @@ from .tiny_models import PAD_TOKEN_ID, random_prompts, tiny_model
 
 STEPS = 10
 FAMILIES = ["llama", "qwen2", "gemma3_text", "gpt2"]
+DOLA_ONLY_FAMILIES = ["qwen3", "mistral", "phi3", "gemma3_softcap", "gpt_neox"]
 
 
 def no_eos(model):
@@ -30,6 +31,12 @@ def models() -> dict:
     built["llama_tied"] = no_eos(tiny_model("llama", num_layers=6, tie_word_embeddings=True, seed=3))
     built["amateur"] = no_eos(tiny_model("llama", num_layers=2, seed=1))
     return built
+
+
+@pytest.fixture(scope="module")
+def more_models() -> dict:
+    """Families DoLa reaches through the generic early exits (no per-family table)."""
+    return {family: no_eos(tiny_model(family, num_layers=6)) for family in DOLA_ONLY_FAMILIES}
 
 
 def generate(model, prompts: list[torch.Tensor], steps: int = STEPS, free=None, **kwargs) -> list[list[int]]:
@@ -180,6 +187,16 @@ def test_dola_matches_reference_loop(models, family):
     for prompt in random_prompts([4, 7], seed=7):
         expected = ref.dola(model, prompt.tolist(), STEPS, layers=[0, 2, 4])
         assert generate(model, [prompt], **method_kwargs("dola", models))[0] == expected
+
+
+@pytest.mark.parametrize("family", DOLA_ONLY_FAMILIES)
+def test_dola_matches_reference_loop_on_any_decoder(more_models, family):
+    """Phi-3, Qwen3, Mistral, GPT-NeoX, and Gemma 3 with final logit soft-capping (applied to the early exits as
+    to the final logits): batched DoLa equals the slow loop row by row."""
+    model = more_models[family]
+    prompts = random_prompts([4, 7], seed=7)
+    expected = [ref.dola(model, prompt.tolist(), STEPS, layers=[0, 2, 4]) for prompt in prompts]
+    assert generate(model, prompts, custom_generate=cd.hf.dola, dola_layers=[0, 2, 4]) == expected
 
 
 @pytest.mark.parametrize("beta, temperature", [(None, 1.0), (None, 0.5), (0.5, 1.0)])

@@ -387,15 +387,23 @@ def test_cad_without_context_free_prompt(expert, batch):
         expert.generate(input_ids=batch["input_ids"], custom_generate=cd.hf.cad, max_new_tokens=2)
 
 
-def test_dola_rejects_an_unsupported_architecture():
+def test_dola_runs_on_a_decoder_without_a_family_table_and_names_a_missing_final_norm():
+    """GPT-NeoX (``final_layer_norm``) runs with normed early exits; a decoder whose final norm is found under
+    none of the known names gets an error that lists them."""
     config = GPTNeoXConfig(
         vocab_size=512, hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128
     )
     model = AutoModelForCausalLM.from_config(config).eval()
+    kwargs = {"custom_generate": cd.hf.dola, "max_new_tokens": 2, "early_exit_norm": True, "dola_layers": [0]}
+    with torch.no_grad():
+        assert model.generate(input_ids=torch.tensor([[5, 6, 7]]), **kwargs).shape == (1, 5)
+    decoder = model.get_decoder()
+    decoder.add_module("last_norm", decoder.final_layer_norm)
+    del decoder.final_layer_norm
     with pytest.raises(
-        ValueError, match="DoLa does not support model_type 'gpt_neox'.*supported decoder-only"
+        ValueError, match="no final norm found on its decoder.*looked for norm, final_layernorm"
     ):
-        model.generate(input_ids=torch.tensor([[5, 6, 7]]), custom_generate=cd.hf.dola, max_new_tokens=2)
+        model.generate(input_ids=torch.tensor([[5, 6, 7]]), **kwargs)
 
 
 def test_expert_amateur_needs_an_amateur(expert, batch):

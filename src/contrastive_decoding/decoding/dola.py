@@ -12,7 +12,10 @@ Reference semantics (the published DoLa code and transformers <= 4.55 ``_dola_de
   log-probs there become -1e-3; score = final - premature.
 
 Unlike transformers 4.55, which picks one premature layer for the whole batch from the batch-mean
-divergence, the layer is chosen per row, so every row gets what it gets alone.
+divergence, the layer is chosen per row, so every row gets what it gets alone. Where the LM head has
+post-processing (Gemma 2/3's final logit soft-capping, Cohere / Granite logit scales), early exits get it too,
+on both backends (the HF backend's ``OutputHead``, vLLM's ``compute_logits``): the reference code applies the bare
+``lm_head`` and had no such model.
 """
 
 from __future__ import annotations

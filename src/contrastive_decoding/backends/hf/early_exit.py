@@ -9,35 +9,36 @@ from transformers import PreTrainedModel
 from ...decoding.dola import candidate_layers
 from .runner import OutputHead
 
-# model_type -> attribute path of the final norm, relative to the model's decoder (``get_decoder()``).
-DOLA_ARCHITECTURES: dict[str, str] = {
-    "llama": "norm",
-    "mistral": "norm",
-    "qwen2": "norm",
-    "qwen3": "norm",
-    "gemma": "norm",
-    "gemma3_text": "norm",
-    "gpt2": "ln_f",
-}
+# Names of the final norm on the decoder (``get_decoder()``): Llama, Mistral, Qwen, Gemma, Phi-3: norm; GPT-2: ln_f;
+# Phi / Persimmon: final_layernorm; GPT-NeoX: final_layer_norm; Mamba-style: norm_f.
+FINAL_NORM_NAMES = ("norm", "final_layernorm", "final_layer_norm", "ln_f", "norm_f", "final_norm")
 
 
 def final_norm(model: PreTrainedModel) -> torch.nn.Module:
-    """The decoder's final norm, which early exits go through when they are normed (DoLa option, layer fusion)."""
-    return getattr(model.get_decoder(), DOLA_ARCHITECTURES[model.config.model_type])
+    """The decoder's final norm, which early exits go through when they are normed (DoLa option, layer fusion):
+    the first of :data:`FINAL_NORM_NAMES` among the decoder's children."""
+    decoder = model.get_decoder()
+    children = dict(decoder.named_children())
+    name = next((name for name in FINAL_NORM_NAMES if name in children), None)
+    if name is None:
+        raise ValueError(
+            f"{type(model).__name__}: no final norm found on its decoder ({type(decoder).__name__}: looked for "
+            f"{', '.join(FINAL_NORM_NAMES)})"
+        )
+    return children[name]
 
 
 def check_dola_architecture(model: PreTrainedModel) -> None:
-    config = model.config
-    model_type = getattr(config, "model_type", None)
-    if config.is_encoder_decoder or model_type not in DOLA_ARCHITECTURES:
-        raise ValueError(
-            f"DoLa does not support model_type {model_type!r} ({type(model).__name__}); supported decoder-only "
-            f"families: {', '.join(sorted(DOLA_ARCHITECTURES))}."
-        )
-    if getattr(config, "final_logit_softcapping", None):
-        raise ValueError(f"DoLa does not support final logit soft-capping ({type(model).__name__})")
+    """Early exits need a decoder-only model with an LM head and ``num_hidden_layers`` layer outputs (any
+    architecture whose ``forward`` returns ``hidden_states``); the LM head's post-processing (soft-capping,
+    logit scales) is :class:`OutputHead`'s, checked against the model's own logits at the first step."""
+    config = model.config.get_text_config()
+    if model.config.is_encoder_decoder:
+        raise ValueError(f"DoLa needs a decoder-only model; {type(model).__name__} is an encoder-decoder")
     if model.get_output_embeddings() is None:
         raise ValueError(f"DoLa needs an LM head; {type(model).__name__} has no output embeddings")
+    if not isinstance(getattr(config, "num_hidden_layers", None), int):
+        raise ValueError(f"DoLa needs config.num_hidden_layers; {type(model).__name__}'s config has none")
 
 
 class EarlyExitHeads:
@@ -52,7 +53,7 @@ class EarlyExitHeads:
         self, model: PreTrainedModel, dola_layers: str | tuple[int, ...], *, apply_final_norm: bool = False
     ):
         check_dola_architecture(model)
-        config = model.config
+        config = model.config.get_text_config()
         self.layers = candidate_layers(
             dola_layers, config.num_hidden_layers, bool(config.tie_word_embeddings)
         )

@@ -8,9 +8,10 @@
   methods' contrast and token forcing (CAD / AdaCAD), and typical sampling.
 - :mod:`.scheduler`: the pair-aware scheduler that makes each CAD request's context-free twin and keeps pairs
   together (admission, token budget, preemption, aborts), failing a pair loudly if it is split anyway.
-- :mod:`.models`: model wrappers (one per supported architecture) that expose early-exit hidden states for DoLa
-  and run an amateur model inside the same forward for expert-amateur decoding.
-- :mod:`.plugin`: the ``vllm.general_plugins`` entry point registering those architectures.
+- :mod:`.models`: the model wrapper, built for any architecture vLLM implements from that architecture's own
+  class, that exposes early-exit hidden states for DoLa (vLLM's aux hidden states or decoder-layer hooks) and runs
+  an amateur model (any architecture, same tokenizer) inside the same forward for expert-amateur decoding.
+- :mod:`.plugin`: the ``vllm.general_plugins`` entry point registering a wrapper name for every architecture.
 - :mod:`.middleware`: the ASGI middleware of the server (methods endpoint, chat CAD, early 400s).
 - :mod:`.launch`: ``contrastive-decoding serve``: ``vllm serve`` arguments from ``engine_settings``, run in-process.
 - :mod:`.server`: the middleware's former module, re-exporting it (and the launcher) for existing commands.

@@ -25,7 +25,7 @@ from ...decoding import method_parameters
 from ...generation import SAMPLING_PARAMETERS, GenerationOutput, sampling_kwargs
 from ...models import resolve_model_path
 from ...vocabulary import check_checkpoint_tokenizers
-from .plugin import AMATEUR_KEY, WRAPPERS
+from .plugin import AMATEUR_KEY, EARLY_EXITS_KEY, wrapper_architecture
 from .requests import (
     CONTEXT_FREE_IDS_KEY,
     CONTEXT_FREE_PROMPT_KEY,
@@ -65,10 +65,7 @@ def engine_settings(
     from transformers import AutoConfig
 
     architecture = (AutoConfig.from_pretrained(model_path).architectures or [""])[0]
-    if architecture not in WRAPPERS:
-        raise ValueError(
-            f"architecture {architecture!r} is not supported by the vLLM backend; supported: {', '.join(WRAPPERS)}"
-        )
+    eager = needs_eager(architecture, engine_kwargs.get("hf_overrides", {}).get(EARLY_EXITS_KEY, "auto"))
     settings: dict[str, Any] = {}
     on_cpu = _on_cpu()
     if on_cpu:
@@ -76,15 +73,36 @@ def engine_settings(
         settings.update(CPU_DEFAULTS)
     if os.environ.setdefault("VLLM_USE_V2_MODEL_RUNNER", "0") == "0":
         logger.info("contrastive-decoding: using vLLM's V1 model runner (VLLM_USE_V2_MODEL_RUNNER=0)")
-    hf_overrides: dict[str, Any] = {"architectures": [WRAPPERS[architecture]]}
+    if eager:
+        logger.info(
+            "contrastive-decoding: %s has no vLLM aux-hidden-state interface; DoLa's early exits are captured by "
+            "layer hooks, so the engine runs eagerly (enforce_eager=True)",
+            architecture,
+        )
+        settings["enforce_eager"] = True
+    hf_overrides: dict[str, Any] = {"architectures": [wrapper_architecture(architecture)]}
     if amateur_path:
         hf_overrides[AMATEUR_KEY] = os.path.abspath(amateur_path)
+    hf_overrides.update(engine_kwargs.pop("hf_overrides", {}))
     settings["hf_overrides"] = hf_overrides
     settings["dtype"] = "float32" if dtype == "auto" and on_cpu else dtype
     settings["logits_processors"] = list(LOGITS_PROCESSORS)
     settings["scheduler_cls"] = SCHEDULER_CLS if on_cpu else ASYNC_SCHEDULER_CLS
     settings.update(engine_kwargs)
     return settings
+
+
+def needs_eager(architecture: str, early_exits: str = "auto") -> bool:
+    """Whether the wrapper around vLLM's ``architecture`` captures early exits by layer hooks (which need eager
+    mode), i.e. the class does not implement vLLM's ``SupportsEagle3``; raises for an architecture vLLM does not
+    implement."""
+    if not architecture:
+        raise ValueError("the checkpoint's config.json names no architecture; the vLLM backend needs one")
+    from vllm.model_executor.models.interfaces import supports_eagle3
+
+    from .models import base_class
+
+    return early_exits == "hooks" or (early_exits == "auto" and not supports_eagle3(base_class(architecture)))
 
 
 class LLM:
