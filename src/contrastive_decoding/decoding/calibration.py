@@ -12,7 +12,7 @@ distribution over the choices is, per item::
 ``p_cf`` is the choices' probabilities averaged over the content-free inputs and renormalised (Zhao's
 ``get_p_content_free``), plus ``cf_epsilon`` per choice (Zhang's code adds 1e-4). ``strength`` 1 is the papers'
 calibration; 0 leaves the diagonal form at the model's own choice distribution (same MC1 / MC2 / accuracy as
-plain scoring). :func:`calibrate_choices` returns ``log q`` over ``[items, choices]``.
+plain scoring; the identity form at 0 is ``softmax(p)``, same argmax). :func:`calibrate_choices` returns ``log q`` over ``[items, choices]``.
 
 Where we differ from the reference code:
 
@@ -59,7 +59,8 @@ def _check_common(form: str, strength: float, cf_epsilon: float) -> None:
 class ContextualCalibrationConfig:
     # "diagonal": W = diag(p_cf)^-1, b = 0 (the paper's); "identity": W = I, b = -p_cf
     form: Literal["diagonal", "identity"] = field(default="diagonal", metadata=choice_range(FORMS))
-    # exponent of the correction: 0 = the model's own choice distribution, 1 = the paper's calibration
+    # weight of the correction (diagonal: exponent of p_cf; identity: factor of b): 0 with the diagonal form = the
+    # model's own choice distribution, 1 = the paper's calibration
     strength: float = field(default=1.0, metadata=number_range(0.0, MAX_STRENGTH))
     # the content-free inputs put in place of the question; p_cf is the mean over them
     content_free_inputs: tuple[str, ...] = field(
@@ -86,7 +87,8 @@ class ContextualCalibrationConfig:
 class PosthocDebiasConfig:
     # "diagonal": W = diag(p_cf)^-1, b = 0 (the code's default "diagonal_W"); "identity": W = I, b = -p_cf
     form: Literal["diagonal", "identity"] = field(default="diagonal", metadata=choice_range(FORMS))
-    # exponent of the correction: 0 = the model's own choice distribution, 1 = the paper's debiasing
+    # weight of the correction (diagonal: exponent of p_cf; identity: factor of b): 0 with the diagonal form = the
+    # model's own choice distribution, 1 = the paper's debiasing
     strength: float = field(default=1.0, metadata=number_range(0.0, MAX_STRENGTH))
     # added to each no-image choice probability (1e-4 in Zhang et al.'s eval_pope_calibrate.py)
     cf_epsilon: float = field(default=ZHANG_EPSILON, metadata=number_range(0.0, 1.0))
