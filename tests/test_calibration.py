@@ -288,6 +288,7 @@ def test_bench_factor_content_free_prompt(long_context_checkpoint, tmp_path):
         ("truthfulqa-mc", "contextual_calibration", ("--set", "form=affine"), "form must be one of"),
         ("truthfulqa-mc", "contextual_calibration", ("--set", "strenght=2"), "Did you mean 'strength'"),
         ("pope-mini", "posthoc_debias", ("--backend", "vllm"), "scores answer choices on the hf backend"),
+        ("pope-mini", "contextual_calibration", (), "task 'pope-mini' does not define one"),
     ],
 )
 def test_bench_errors_before_loading_the_model(tmp_path, task, method, extra, message):

@@ -87,6 +87,11 @@ def _validate_scoring_only(task: Task, method: str, params: dict[str, Any]) -> N
             f"task {task.name!r} scores text answer choices; {method} calibrates against the prompt without its "
             "image and runs on pope-mini and pope-*. For text tasks use contextual_calibration"
         )
+    if not spec.takes(IMAGE) and type(task).content_free_context is Task.content_free_context:
+        raise ValueError(
+            f"{method} calibrates against a content-free prompt, and task {task.name!r} does not define one "
+            "(Task.content_free_context; truthfulqa-mc and factor-* do). For POPE use posthoc_debias"
+        )
     names = method_parameters(method)
     score_only = [key for key in params if key in SCORE_ONLY_PARAMETERS and key not in names]
     if score_only:
