@@ -170,7 +170,9 @@ def test_decoding_registry_knows_the_image_methods():
     from contrastive_decoding.decoding import IMAGE_METHODS as registered
     from contrastive_decoding.decoding import SCORING_ONLY_METHODS, make_method_config
 
-    assert registered - SCORING_ONLY_METHODS == set(IMAGE_METHODS)  # posthoc_debias takes images, generates nothing
+    assert registered - SCORING_ONLY_METHODS == set(
+        IMAGE_METHODS
+    )  # posthoc_debias takes images, generates nothing
     assert "posthoc_debias" in registered
     assert make_method_config("vcd", vcd_alpha=0.5).vcd_alpha == 0.5
     with pytest.raises(ValueError, match="Unknown parameter 'vcd_alhpa'.*vcd_alpha"):
