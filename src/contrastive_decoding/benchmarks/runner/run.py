@@ -350,7 +350,8 @@ def run_task(
     """Run ``task`` with ``method`` and ``params``, resumably, and write its results into ``output_dir``.
 
     Choice items: one ``score`` call per item over its choices (``params`` are the method's parameters, plus
-    ``normalize``). Generate items: ``generate_outputs`` in fixed batches of ``batch_size`` with
+    ``normalize``); scoring-only methods (calibration) call their ``choice_scorer`` per item instead, on choice
+    items and on generate items of tasks with ``answer_choices`` (POPE: the calibrated winner is the text). Generate items: ``generate_outputs`` in fixed batches of ``batch_size`` with
     ``max_new_tokens=task.max_new_tokens``; ``cad`` / ``adacad`` get each item's ``context_free`` prompt; sampled
     runs (``do_sample=True``) get ``seed + batch index`` as their sampling seed. See the package docstring
     (:mod:`contrastive_decoding.benchmarks.runner`) for the files written and the resume semantics. Raises
