@@ -77,6 +77,7 @@ def generate_outputs(
     ``method`` is a method name (with its parameters in ``params``) or a :class:`MethodCall` built once by the
     caller with :func:`method_call`."""
     call = method_call(method, **params)  # validate before loading anything else
+    registry.check_generates(call.name)  # scoring-only methods (calibration) define nothing to decode
     spec = call.spec
     method = call.name
     method_params = call.params

@@ -546,8 +546,8 @@ def score(
     ...       method="dola", dola_layers="high", relative_top=0.0)
     """
     spec = method.spec if isinstance(method, MethodCall) else registry.get_spec(method)
-    if not spec.scoring.scores:
-        raise ValueError(f"{spec.name} cannot score continuations: {spec.scoring.reason}")
+    if not spec.scoring.per_continuation:  # cannot score, or scores a set of choices (calibration)
+        raise ValueError(f"{spec.name} cannot score continuations one at a time: {spec.scoring.reason}")
     cfg = _method_config(method, params)
     method = spec.name
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:

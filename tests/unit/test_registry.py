@@ -63,7 +63,11 @@ def test_every_spec_points_at_real_code():
     for spec in registry.specs():
         assert dataclasses.is_dataclass(spec.config) and spec.config.__dataclass_params__.frozen, spec.name
         spec.config()  # the defaults validate
-        assert callable(registry.load(spec.hf_function)), spec.name
+        if spec.generates:
+            assert callable(registry.load(spec.hf_function)), spec.name
+        else:  # scoring-only: no generate callable, a choice scorer, never on vLLM
+            assert spec.hf_function is None and not spec.vllm.served, spec.name
+            assert callable(registry.load(spec.scoring.choice_scorer)), spec.name
         if spec.vllm.pair_scores is not None:
             assert callable(registry.load(spec.vllm.pair_scores)), spec.name
         if not spec.vllm.served:
@@ -78,6 +82,9 @@ def test_drop_in_module_exports_every_method():
     import contrastive_decoding as cd
 
     for spec in registry.specs():
+        if not spec.generates:
+            assert not hasattr(cd.hf, spec.name), spec.name  # nothing to drop into generate
+            continue
         assert getattr(cd.hf, spec.name) is registry.load(spec.hf_function)
     assert cd.hf.greedy is cd.hf.plain
     with pytest.raises(AttributeError):
@@ -109,7 +116,9 @@ def test_method_call_is_built_once_and_passes_through():
         method_call("dola", repetition_penalty=0)
 
 
-@pytest.mark.parametrize("method", ["contrastive_search", "condition_contrast", "vcd"])
+@pytest.mark.parametrize(
+    "method", ["contrastive_search", "condition_contrast", "vcd", "contextual_calibration", "posthoc_debias"]
+)
 def test_score_refuses_methods_that_cannot_score_before_touching_the_model(method):
     from contrastive_decoding.scoring import score
 
@@ -168,6 +177,22 @@ def test_a_new_method_file_is_picked_up(tmp_path, monkeypatch):
     assert "toy" not in registry.names()
 
 
+def test_scoring_only_methods_are_refused_by_generate_and_vllm_with_the_reason():
+    from contrastive_decoding.api import generate_outputs
+    from contrastive_decoding.backends.vllm import requests
+
+    assert registry.scoring_only() == {"contextual_calibration", "posthoc_debias"}
+    for method in registry.scoring_only():
+        with pytest.raises(ValueError, match=f"{method} does not generate .a scoring-only method"):
+            generate_outputs(None, None, ["a"], method)  # refused before the model is touched
+        with pytest.raises(ValueError, match=f"'{method}' does not generate .a scoring-only method"):
+            requests.parse_extra_args({"method": method})
+        assert method not in requests.VLLM_METHODS
+    assert registry.check_generates("greedy") == "plain"
+    table = registry.markdown_table()
+    assert "| `posthoc_debias` |" in table and "scoring only (choice tasks) | no (scoring only)" in table
+
+
 def test_spec_validation_catches_malformed_declarations():
     with pytest.raises(ValueError, match="needs a reason"):
         VllmSupport("no")
@@ -175,6 +200,12 @@ def test_spec_validation_catches_malformed_declarations():
         VllmSupport("pair")
     with pytest.raises(ValueError, match="needs a reason"):
         ScoringSupport(False)
+    with pytest.raises(ValueError, match="choice_scorer"):
+        ScoringSupport(True, choice_scorer="m:f")  # no reason why score() refuses it
+    with pytest.raises(ValueError, match="scoring-only"):
+        MethodSpec(
+            "x", object, "-", "-", "m:f", VllmSupport("no", "r"), ScoringSupport(True), generates=False
+        )
     with pytest.raises(ValueError, match="unknown input"):
         MethodSpec(
             "x",

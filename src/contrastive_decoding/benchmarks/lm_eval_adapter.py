@@ -64,7 +64,13 @@ class ContrastiveLM(LM):
         import torch
 
         from ..api import split_parameters
-        from ..decoding import CONTEXT_FREE_METHODS, IMAGE_METHODS, check_method, make_method_config
+        from ..decoding import (
+            CONTEXT_FREE_METHODS,
+            IMAGE_METHODS,
+            SCORING_ONLY_METHODS,
+            check_method,
+            make_method_config,
+        )
         from ..models import load_model_and_tokenizer
 
         if str(device).startswith("cuda") and not torch.cuda.is_available():
@@ -72,6 +78,11 @@ class ContrastiveLM(LM):
                 "cpu"  # lm-eval's command line defaults to cuda; as its own HF model, fall back to the CPU
             )
         check_method(method)
+        if method in SCORING_ONLY_METHODS:
+            raise ValueError(
+                f"{method} calibrates a set of answer choices together, and lm-eval scores one request at a "
+                "time; use `contrastive-decoding bench run` for it"
+            )
         if method in CONTEXT_FREE_METHODS or method in IMAGE_METHODS:
             raise ValueError(
                 f"{method} needs a second prompt per request (without its context / image), which lm-eval "

@@ -34,7 +34,7 @@ def methods_command() -> None:
     for spec in registry.specs():
         params = ", ".join(f"{key}={value!r}" for key, value in method_parameters(spec.name).items())
         aliases = f" (or {', '.join(spec.aliases)})" if spec.aliases else ""
-        vllm = "vllm" if spec.vllm.served else "hf only"
+        vllm = "vllm" if spec.vllm.served else "hf only" if spec.generates else "scoring only: choice tasks"
         click.echo(f"{spec.name:20s} {params or '(no parameters)'}  [{vllm}]{aliases}")
     click.echo(f"{'(every method)':20s} {', '.join(SAMPLING_PARAMETERS)}")
 
@@ -120,7 +120,14 @@ def generate_command(
     contrastive-decoding generate --model ./llava-1.5-7b-hf --method greedy --method vcd --method ritual \\
         --prompt "Describe the image." --image photo.jpg --chat
     """
-    from ..decoding import CONDITION_METHODS, CONTEXT_FREE_METHODS, IMAGE_METHODS, METHOD_CONFIGS
+    from ..decoding import (
+        CONDITION_METHODS,
+        CONTEXT_FREE_METHODS,
+        IMAGE_METHODS,
+        METHOD_CONFIGS,
+        SCORING_ONLY_METHODS,
+        registry,
+    )
 
     if demo:
         prompt = f"{DEMO_CONTEXT}\n{DEMO_QUESTION}"
@@ -136,9 +143,15 @@ def generate_command(
             for m in METHOD_CONFIGS
             if (m == "plain" or (m in IMAGE_METHODS) == with_image)
             and (m not in CONDITION_METHODS or bool(condition_texts))
+            and m not in SCORING_ONLY_METHODS
         ]
     else:
         method_list = list(dict.fromkeys(methods))
+    for method in method_list:
+        try:
+            registry.check_generates(method)
+        except ValueError as error:
+            raise click.UsageError(str(error)) from error
     if input_path is not None and len(method_list) != 1:
         raise click.UsageError("--input runs one --method at a time")
     try:
@@ -150,8 +163,6 @@ def generate_command(
     if image_path is not None and prompt is None:
         raise click.UsageError('--image goes with --prompt; in an --input file give each row an "image"')
     if backend == "vllm":
-        from ..decoding import registry
-
         for method in method_list:
             spec = registry.get_spec(method)
             if not spec.vllm.served:

@@ -14,6 +14,7 @@ from typing import Any
 
 from . import registry
 from ._validation import RANGE_KEY, did_you_mean
+from .calibration import ContextualCalibrationConfig, PosthocDebiasConfig
 from .condition import ConditionContrastConfig
 from .context import AdaCadConfig, CadConfig
 from .contrastive_search import ContrastiveSearchConfig
@@ -49,6 +50,8 @@ CONTEXT_FREE_METHODS = registry.taking(CONTEXT_FREE_PROMPT)
 CONDITION_METHODS = registry.taking(CONDITIONS)
 # Methods that need a second (amateur) model (layer fusion only accepts one).
 AMATEUR_METHODS = registry.needing(AMATEUR)
+# Methods that score answer choices and do not generate (calibration against a content-free input).
+SCORING_ONLY_METHODS = registry.scoring_only()
 # Methods that contrast an image with a perturbed image (or none): vision-language models only.
 IMAGE_METHODS = registry.taking(IMAGE)
 
@@ -92,9 +95,11 @@ __all__ = [
     "CONTEXT_FREE_METHODS",
     "IMAGE_METHODS",
     "METHOD_CONFIGS",
+    "SCORING_ONLY_METHODS",
     "AdaCadConfig",
     "CadConfig",
     "ConditionContrastConfig",
+    "ContextualCalibrationConfig",
     "ContrastiveSearchConfig",
     "DolaConfig",
     "ExpertAmateurConfig",
@@ -102,6 +107,7 @@ __all__ = [
     "LayerFusionConfig",
     "MethodSpec",
     "PlainConfig",
+    "PosthocDebiasConfig",
     "RitualConfig",
     "RitualVcdConfig",
     "VcdConfig",

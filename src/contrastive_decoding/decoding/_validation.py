@@ -107,5 +107,10 @@ def choice_range(choices: Iterable[str], *, items: dict | None = None) -> dict[s
     return {RANGE_KEY: spec}
 
 
+def text_list_range() -> dict[str, dict]:
+    """Field metadata for a text, or a non-empty list of texts."""
+    return {RANGE_KEY: {"type": "texts", "text": "a text, or a non-empty list of texts"}}
+
+
 def bool_range() -> dict[str, dict]:
     return {RANGE_KEY: {"type": "bool", "text": "true or false"}}

@@ -97,6 +97,23 @@ def needing(what: str) -> frozenset[str]:
     return frozenset(spec.name for spec in specs() if what in spec.needs)
 
 
+def scoring_only() -> frozenset[str]:
+    """Names of the methods that score answer choices and do not generate (``MethodSpec.generates``)."""
+    return frozenset(spec.name for spec in specs() if not spec.generates)
+
+
+def check_generates(method: str) -> str:
+    """The canonical name of ``method``; raise ValueError when it does not generate (a scoring-only method)."""
+    spec = get_spec(method)
+    if not spec.generates:
+        generators = ", ".join(s.name for s in specs() if s.generates)
+        raise ValueError(
+            f"{spec.name} does not generate ({spec.vllm.reason}). Run it with `bench run` on a choice task or "
+            f"contrastive_decoding.calibration.score_choices. Methods that generate: {generators}."
+        )
+    return spec.name
+
+
 def vllm_runs(kind: str) -> frozenset[str]:
     """Names of the methods the vLLM backend runs the way ``kind`` says (``spec.VLLM_*``)."""
     return frozenset(spec.name for spec in specs() if spec.vllm.runs == kind)
@@ -123,6 +140,14 @@ _VLLM_COLUMN = {
 }
 
 
+def _hf_column(spec: MethodSpec) -> str:
+    return "yes" if spec.generates else "scoring only (choice tasks)"
+
+
+def _vllm_column(spec: MethodSpec) -> str:
+    return _VLLM_COLUMN[spec.vllm.runs] if spec.generates else "no (scoring only)"
+
+
 def _format_default(value: Any) -> str:
     return repr(list(value) if isinstance(value, tuple) else value).replace("'", '"')
 
@@ -145,7 +170,8 @@ def markdown_table() -> str:
             f"`{f.name}={_format_default(f.default)}`" for f in dataclasses.fields(spec.config)
         )
         rows.append(
-            f"| {name} | {spec.contrasts} | {needs or '-'} | {params or '-'} | yes | {_VLLM_COLUMN[spec.vllm.runs]} "
+            f"| {name} | {spec.contrasts} | {needs or '-'} | {params or '-'} | {_hf_column(spec)} "
+            f"| {_vllm_column(spec)} "
             f"| {spec.paper} |"
         )
     return "\n".join(rows)
@@ -165,6 +191,7 @@ __all__ = [
     "MethodSpec",
     "ScoringSupport",
     "VllmSupport",
+    "check_generates",
     "choice_defaults",
     "get_spec",
     "load",
@@ -172,6 +199,7 @@ __all__ = [
     "names",
     "needing",
     "resolve",
+    "scoring_only",
     "specs",
     "taking",
     "vllm_runs",

@@ -57,15 +57,27 @@ class ScoringSupport:
 
     ``choice_defaults``: parameters multiple-choice tasks use unless the user sets them (e.g. DoLa's raw
     contrast with no relative-top filter, as DoLa's TruthfulQA / FACTOR scripts score). ``reason``: why not.
+
+    ``choice_scorer``: for methods that score a set of answer choices together (calibration against a
+    content-free input), the dotted path ``"module:function"`` of that scorer; ``score`` refuses such a method
+    with ``reason`` (it scores one continuation at a time) and choice tasks call the scorer instead.
     """
 
     scores: bool
     reason: str = ""
     choice_defaults: tuple[tuple[str, Any], ...] = ()
+    choice_scorer: str | None = None
 
     def __post_init__(self) -> None:
         if not self.scores and not self.reason:
             raise ValueError("ScoringSupport(scores=False) needs a reason")
+        if self.choice_scorer is not None and not (self.scores and self.reason):
+            raise ValueError("ScoringSupport(choice_scorer=...) scores, with a reason why score() does not")
+
+    @property
+    def per_continuation(self) -> bool:
+        """Whether ``contrastive_decoding.score`` scores continuations one at a time under the method."""
+        return self.scores and self.choice_scorer is None
 
 
 @dataclass(frozen=True)
@@ -77,7 +89,9 @@ class MethodSpec:
     - ``contrasts`` / ``paper``: one line each for listings and the README table.
     - ``needs``: extra inputs the method requires (see ``INPUTS``); ``accepts``: ones it can take.
     - ``hf_function``: dotted path ``"module:function"`` of the ``custom_generate`` callable (None: transformers'
-      own decoding).
+      own decoding, or nothing for a method that does not generate).
+    - ``generates``: False for scoring-only methods (they score answer choices and define no next-token
+      distribution to decode from): ``generate``, the CLI and the vLLM backend refuse them with ``vllm.reason``.
     - ``vllm``: how the vLLM backend runs it; ``scoring``: whether and how it scores continuations.
     - ``samples``: whether ``do_sample=True`` is allowed (contrastive search is a deterministic re-ranking).
     - ``order``: position in listings.
@@ -93,6 +107,7 @@ class MethodSpec:
     needs: frozenset[str] = frozenset()
     accepts: frozenset[str] = frozenset()
     samples: bool = True
+    generates: bool = True
     aliases: tuple[str, ...] = ()
     order: int = 100
 
@@ -100,6 +115,13 @@ class MethodSpec:
         for what in (*self.needs, *self.accepts):
             if what not in INPUTS:
                 raise ValueError(f"{self.name}: unknown input {what!r}; inputs: {', '.join(INPUTS)}")
+        if not self.generates and (
+            self.hf_function is not None or self.vllm.served or self.scoring.choice_scorer is None
+        ):
+            raise ValueError(
+                f"{self.name}: a scoring-only method (generates=False) has no hf_function, is not served on "
+                "vLLM (its vllm.reason says why) and names its choice_scorer"
+            )
         object.__setattr__(self, "needs", frozenset(self.needs))
         object.__setattr__(self, "accepts", frozenset(self.accepts))
 

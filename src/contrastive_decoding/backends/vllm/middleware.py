@@ -244,7 +244,9 @@ def methods_document(state: Any = None) -> dict[str, Any]:
     methods = []
     for spec in registry.specs():
         entry: dict[str, Any] = {"name": spec.name, "aliases": list(spec.aliases), "served": spec.vllm.served}
-        if not spec.vllm.served:
+        if not spec.generates:
+            entry["reason"] = f"does not generate ({spec.vllm.reason})"
+        elif not spec.vllm.served:
             entry["reason"] = (
                 f"not on the vLLM backend yet ({spec.vllm.reason}); use the Hugging Face backend"
             )

@@ -74,6 +74,10 @@ def parse_extra_args(extra_args: dict[str, Any] | None) -> tuple[MethodRequest, 
         raise ValueError(f"extra_args['method'] must be a method name, got {method!r}")
     spec = registry.get_spec(method)
     label, method = method, spec.name
+    if not spec.generates:
+        raise ValueError(
+            f"method {label!r} does not generate ({spec.vllm.reason}); the vLLM backend generates"
+        )
     if not spec.vllm.served:
         raise ValueError(
             f"method {label!r} is not supported by the vLLM backend yet ({spec.vllm.reason}); supported: "

@@ -76,7 +76,9 @@ class RunSummary:
 def _output_json(output: ItemOutput, kind: str) -> dict[str, Any]:
     if kind == "choice":
         return {"choice_logprobs": list(output.choice_logprobs)}
-    row = {"text": output.text, "token_ids": list(output.token_ids)}
+    row: dict[str, Any] = {"text": output.text, "token_ids": list(output.token_ids)}
+    if output.choice_logprobs:  # a generate task answered by scoring its answer choices (POPE, calibrated)
+        row["choice_logprobs"] = list(output.choice_logprobs)
     if output.extras:
         row["extras"] = output.extras
     return row
@@ -124,6 +126,8 @@ class _ItemRunner:
         self.score_options = {key: params[key] for key in SCORE_ONLY_PARAMETERS if key in params}
         self.engine = model if is_vllm_engine(model) else None
         self.rows: dict[str, dict[str, Any]] = {}
+        # scoring-only methods (calibration) score every item's answer choices with their own scorer
+        self.choice_scorer = self.call.spec.scoring.choice_scorer
 
     # ----- writing
 
@@ -149,9 +153,62 @@ class _ItemRunner:
 
     # ----- choice items
 
+    def run_calibrated(self, item: Item) -> None:
+        """A scoring-only method: the calibrated log-probabilities of the item's choices (a generate task's
+        ``answer_choices``, the best one as its text)."""
+        from ...decoding import registry
+        from ...decoding.spec import IMAGE
+
+        try:
+            choices = item.choices if item.kind == "choice" else self.task.answer_choices
+            if not choices:
+                raise ValueError(f"item {item.id!r} has no answer choices to score")
+            free = images = None
+            if self.call.spec.takes(IMAGE):
+                if not item.image:
+                    raise ValueError(
+                        f"item {item.id!r} has no image, which {self.method} calibrates against (the prompt "
+                        "without it)"
+                    )
+                images = [item.image]
+            else:
+                free = [
+                    self.task.content_free_context(item, text)
+                    for text in self.call.config.content_free_inputs
+                ]
+                if any(context is None for context in free):
+                    raise ValueError(
+                        f"task {self.task.name!r} does not say how to build a content-free prompt for "
+                        f"{self.method} (Task.content_free_context)"
+                    )
+                free = [free]
+            scorer = registry.load(self.choice_scorer)
+            (values,) = scorer(
+                self.model,
+                self.tokenizer,
+                [item.context],
+                [list(choices)],
+                self.call,
+                content_free_contexts=free,
+                images=images,
+                batch_size=self.batch_size,
+            )
+            if item.kind == "choice":
+                output = ItemOutput(choice_logprobs=tuple(values))
+            else:
+                best = max(range(len(values)), key=values.__getitem__)
+                output = ItemOutput(text=choices[best].strip(), choice_logprobs=tuple(values))
+        except Exception as error:
+            self.write(item, None, error)
+            return
+        self.write(item, output, None)
+
     def run_choice(self, item: Item) -> None:
         from ...scoring import score
 
+        if self.choice_scorer is not None:
+            self.run_calibrated(item)
+            return
         try:
             if not item.choices:
                 raise ValueError(f"choice item {item.id!r} has no choices")
@@ -301,7 +358,8 @@ def run_task(
     """Run ``task`` with ``method`` and ``params``, resumably, and write its results into ``output_dir``.
 
     Choice items: one ``score`` call per item over its choices (``params`` are the method's parameters, plus
-    ``normalize``). Generate items: ``generate_outputs`` in fixed batches of ``batch_size`` with
+    ``normalize``); scoring-only methods (calibration) call their ``choice_scorer`` per item instead, on choice
+    items and on generate items of tasks with ``answer_choices`` (POPE: the calibrated winner is the text). Generate items: ``generate_outputs`` in fixed batches of ``batch_size`` with
     ``max_new_tokens=task.max_new_tokens``; ``cad`` / ``adacad`` get each item's ``context_free`` prompt; sampled
     runs (``do_sample=True``) get ``seed + batch index`` as their sampling seed. See the package docstring
     (:mod:`contrastive_decoding.benchmarks.runner`) for the files written and the resume semantics. Raises
@@ -361,10 +419,11 @@ def run_task(
                     results_handle=results_handle,
                     progress_bar=progress_bar,
                 )
+                scores_only = runner.choice_scorer is not None  # answers generate items by scoring choices
                 for item in items:
-                    if item.kind == "choice" and item.id not in done_ids:
+                    if (item.kind == "choice" or scores_only) and item.id not in done_ids:
                         runner.run_choice(item)
-                generate_items = [item for item in items if item.kind == "generate"]
+                generate_items = [item for item in items if item.kind == "generate" and not scores_only]
                 for batch_index, start in enumerate(range(0, len(generate_items), batch_size)):
                     batch = generate_items[start : start + batch_size]
                     pending = [item for item in batch if item.id not in done_ids]

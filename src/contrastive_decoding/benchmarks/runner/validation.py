@@ -34,6 +34,9 @@ def validate_run_params(task: Task, method: str, params: dict[str, Any]) -> None
 
     spec = registry.get_spec(method)
     method_names = method_parameters(method)
+    if not spec.generates:
+        _validate_scoring_only(task, method, params)
+        return
     if task.kind == "choice":
         if spec.takes(IMAGE):
             raise ValueError(
@@ -68,6 +71,36 @@ def validate_run_params(task: Task, method: str, params: dict[str, Any]) -> None
     check_sampling(method, sampling)
 
 
+def _validate_scoring_only(task: Task, method: str, params: dict[str, Any]) -> None:
+    """A scoring-only method (calibration): a choice task, or a generate task with ``answer_choices``; only the
+    method's own parameters."""
+    from ...decoding import make_method_config, method_parameters
+
+    spec = registry.get_spec(method)
+    if task.kind == "generate" and not task.answer_choices:
+        raise ValueError(
+            f"{method} scores answer choices and does not generate; task {task.name!r} generates free text. "
+            "Run it on a choice task (truthfulqa-mc, factor-*) or on pope-*"
+        )
+    if task.kind == "choice" and spec.takes(IMAGE):
+        raise ValueError(
+            f"task {task.name!r} scores text answer choices; {method} calibrates against the prompt without its "
+            "image and runs on pope-mini and pope-*. For text tasks use contextual_calibration"
+        )
+    if not spec.takes(IMAGE) and type(task).content_free_context is Task.content_free_context:
+        raise ValueError(
+            f"{method} calibrates against a content-free prompt, and task {task.name!r} does not define one "
+            "(Task.content_free_context; truthfulqa-mc and factor-* do). For POPE use posthoc_debias"
+        )
+    names = method_parameters(method)
+    score_only = [key for key in params if key in SCORE_ONLY_PARAMETERS and key not in names]
+    if score_only:
+        raise ValueError(
+            f"{', '.join(score_only)} does not apply to {method}: it returns calibrated choice log-probabilities"
+        )
+    make_method_config(method, **params)  # unknown parameters raise there, with a did-you-mean
+
+
 def validate_backend(task: Task, method: str, backend: str) -> None:
     """Raise ValueError when ``--backend vllm`` cannot run ``method`` on ``task`` (checked before loading)."""
     if backend != "vllm":
@@ -78,6 +111,10 @@ def validate_backend(task: Task, method: str, backend: str) -> None:
             "which runs on the hf backend only; use --backend hf"
         )
     spec = registry.get_spec(method)
+    if not spec.generates:
+        raise ValueError(
+            f"{method} scores answer choices on the hf backend ({spec.vllm.reason}); use --backend hf"
+        )
     if not spec.vllm.served:
         raise ValueError(
             f"{method} runs on the hf backend only, for now ({spec.vllm.reason}); use --backend hf"

@@ -6,7 +6,10 @@ Two kinds of items:
 - ``"generate"``: generate from ``context`` with ``contrastive_decoding.generate`` and compare the text with
   ``references`` (NQ-Swap, MemoTrap, GSM8K, open-ended quality, ...).
 
-CAD-style tasks give ``context_free`` (the prompt without its context) for ``cad`` / ``adacad``.
+CAD-style tasks give ``context_free`` (the prompt without its context) for ``cad`` / ``adacad``. Calibration
+(``contextual_calibration``) asks the task for ``content_free_context(item, "N/A")``, the prompt with a
+content-free input in place of the item's content; ``posthoc_debias`` scores a generate task's
+``answer_choices`` (POPE: yes / no) given the image and without it.
 """
 
 from __future__ import annotations
@@ -54,6 +57,14 @@ class Task(ABC):
     data_files: ClassVar[tuple[str, ...]]  # relative to the data directory (default: ../shared/data layout)
     kind: ClassVar[ItemKind]
     max_new_tokens: ClassVar[int] = 64
+    # Generate tasks whose answer is one of a few words (POPE: yes / no): the continuations a scoring-only
+    # method (calibration) scores; the best one becomes the item's output text, scored as a generation is.
+    answer_choices: ClassVar[tuple[str, ...]] = ()
+
+    def content_free_context(self, item: Item, content_free_input: str) -> str | None:
+        """``item``'s prompt with ``content_free_input`` (e.g. ``"N/A"``) in place of its content, for contextual
+        calibration (Zhao et al., 2021); None when the task does not define one."""
+        return None
 
     @abstractmethod
     def load(self, data_dir: Path) -> list[Item]:

@@ -19,6 +19,9 @@ Score: ``accuracy`` = 1 if the completion's log-likelihood is >= every contradic
 correct, as ``np.argmin`` in FACTOR and ``<`` in DoLa do) and finite. The log-likelihoods are whatever the
 runner computed (``contrastive_decoding.score``: summed over tokens, as DoLa); FACTOR's own script compares
 per-token mean losses instead.
+
+Contextual calibration: the content-free context is the content-free input (``"N/A"``) in place of the whole
+prefix (a trailing newline kept), so each choice is calibrated by its likelihood with no document before it.
 """
 
 from __future__ import annotations
@@ -81,6 +84,11 @@ class _FactorTask(Task):
                 )
             )
         return items
+
+    def content_free_context(self, item: Item, content_free_input: str) -> str:
+        """The content-free input in place of the document prefix, ending as the prefix ends (a newline stays,
+        so the choices join it as they join the prefix)."""
+        return content_free_input + ("\n" if item.context.endswith("\n") else "")
 
     def score(self, item: Item, output: ItemOutput) -> dict[str, float]:
         logprobs = choice_logprobs(item, output)

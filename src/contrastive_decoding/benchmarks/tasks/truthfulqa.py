@@ -18,6 +18,8 @@ of github.com/voidism/DoLa)::
 Without the instruction (``use_instruction=False``) this is TruthfulQA's own "qa" preset prompt
 ``QA_PRIMER + "\\n\\nQ: " + question + "\\nA:"``. A multiple-choice answer is scored as the continuation
 ``" " + answer`` (DoLa's ``build_prompt_and_answer``; TruthfulQA's ``format_prompt_with_answer_strings``).
+Contextual calibration's content-free prompt is the same prompt with the content-free input (``"N/A"``) as the
+question.
 """
 
 from __future__ import annotations
@@ -146,6 +148,11 @@ class TruthfulQAMC(Task):
                 )
             )
         return items
+
+    def content_free_context(self, item: Item, content_free_input: str) -> str:
+        """The same few-shot prompt with ``content_free_input`` as the question (Zhao et al.'s construction:
+        the demonstrations stay, the test input becomes "N/A")."""
+        return build_prompt(content_free_input, self.use_instruction)
 
     def score(self, item: Item, output: ItemOutput) -> dict[str, float]:
         from ..metrics.truthfulqa_mc.truthfulqa_mc import truthfulqa_mc_scores

@@ -12,7 +12,9 @@
   scored with CHAIR_s / CHAIR_i against their ground-truth objects and the CHAIR synonym list.
 
 Answers are generated (``max_new_tokens`` 8 for POPE, 64 for CHAIR) from the raw prompt; the runner puts the
-processor's image token in front of it.
+processor's image token in front of it. Scoring-only methods (``posthoc_debias``) score POPE's two answers
+``" Yes"`` / ``" No"`` as continuations instead (given the image and without it) and answer with the calibrated
+winner, which POPE's parser reads as any generated answer.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ POPE_SUFFIX = " Please answer this question with one word."  # the prompt of VCD
 CAPTION_PROMPT = "Please describe this image in detail."  # the CHAIR prompt of OPERA, VCD and RITUAL
 COCO_IMAGE_FOLDER = "coco_val2014"
 MINI_QUESTIONS_PER_LABEL = 3
+# What scoring-only methods (posthoc_debias) score after the prompt: the answer that wins is the item's text.
+POPE_ANSWERS = (" Yes", " No")
 
 
 def _generated_text(item: Item, output: ItemOutput) -> str:
@@ -74,6 +78,7 @@ class _PopeScored(Task):
 
     kind = "generate"
     max_new_tokens = 8
+    answer_choices = POPE_ANSWERS
 
     def score(self, item: Item, output: ItemOutput) -> dict[str, float]:
         return pope_counts(_generated_text(item, output), item.references[0])
