@@ -58,6 +58,9 @@ def test_parameter_has_range_metadata_that_validation_enforces(method, name):
             item_accepted, item_rejected = number_cases(spec["items"])
             accepted += [[value] for value in item_accepted if value is not None]
             rejected += [[value] for value in item_rejected if value is not None] + [[]]
+    elif spec["type"] == "text":
+        accepted, rejected = ["some/dir"], ["", 1, ["a"]]
+        (accepted if spec["nullable"] else rejected).append(None)
     elif spec["type"] == "bool":
         accepted, rejected = [True, False], [None, "true", 1, 0.0]  # a truthy value is not a bool
     else:

@@ -21,6 +21,7 @@ from .dola import DolaConfig
 from .expert_amateur import ExpertAmateurConfig
 from .layer_fusion import LayerFusionConfig
 from .plain import PlainConfig
+from .rerank import RerankConfig
 from .ritual import RitualConfig
 from .ritual_vcd import RitualVcdConfig
 from .spec import AMATEUR, CONDITIONS, CONTEXT_FREE_PROMPT, IMAGE, MethodSpec
@@ -102,6 +103,7 @@ __all__ = [
     "LayerFusionConfig",
     "MethodSpec",
     "PlainConfig",
+    "RerankConfig",
     "RitualConfig",
     "RitualVcdConfig",
     "VcdConfig",

@@ -80,6 +80,7 @@ class MethodSpec:
       own decoding).
     - ``vllm``: how the vLLM backend runs it; ``scoring``: whether and how it scores continuations.
     - ``samples``: whether ``do_sample=True`` is allowed (contrastive search is a deterministic re-ranking).
+    - ``needs_sampling``: whether ``do_sample=True`` is required (rerank ranks sampled candidates).
     - ``order``: position in listings.
     """
 
@@ -93,6 +94,7 @@ class MethodSpec:
     needs: frozenset[str] = frozenset()
     accepts: frozenset[str] = frozenset()
     samples: bool = True
+    needs_sampling: bool = False
     aliases: tuple[str, ...] = ()
     order: int = 100
 
