@@ -8,7 +8,9 @@ segments (the method and its math: :mod:`contrastive_decoding.decoding.rerank`; 
 Each round runs every sample of every unfinished beam of every prompt as one batch of rows (the prompt and
 the beam's tokens so far, repeated ``num_samples`` times) through the shared decode loop, with the user's
 processors and sampling warpers and each row's own seed; the rows are then scored and the best beams kept.
-Each round prefills its rows afresh (no cache is carried between rounds).
+Each round prefills its rows afresh (no cache is carried between rounds). Candidates end at an EOS token or at
+their round's length: ``stop_strings`` are refused, and a custom stopping criterion that stops a row without an
+EOS is not seen as its end.
 
 ``lm_tokenizer``: the language model's tokenizer, which the text scorers (minilm, rankgen) decode the prompts
 and candidates with; when not given it is loaded from the model's local checkpoint directory. (transformers
@@ -110,6 +112,10 @@ def _check_supported(controls: LoopControls, prompt: PromptInputs) -> None:
             f"rerank returns the best beam of each prompt; num_return_sequences={config.num_return_sequences} "
             "is not supported"
         )
+    if getattr(config, "stop_strings", None):
+        raise ValueError(
+            "rerank's candidates end at an EOS token or at their length; stop_strings are not supported"
+        )
     if config.return_dict_in_generate:
         asked = [
             name
@@ -189,10 +195,8 @@ def rerank_rows(
         grown = torch.stack([beams[b][w].tokens for b, w, _ in owners]) if generated else None  # [R, g]
         ids = input_ids[rows] if grown is None else torch.cat([input_ids[rows], grown], dim=1)  # [R, C+g]
         mask = torch.cat([prompt_mask[rows], torch.ones_like(ids[:, prompt_width:])], dim=1)  # [R, C+g]
-        candidate_ids = _sample_round(
-            model, ids, mask, controls, length, generated,
-            None if seeds is None else rerank_math.candidate_seeds(seeds, slots, samples),
-        )  # fmt: skip  # [R, C+g+t]
+        row_seeds_ = None if seeds is None else rerank_math.candidate_seeds(seeds, slots, samples)  # [R]
+        candidate_ids = _sample_round(model, ids, mask, controls, length, generated, row_seeds_)  # [R, C+g+t]
         new = candidate_ids[:, ids.shape[1] :]  # [R, t]
         table = torch.full((batch, width, samples), -torch.inf)  # [B, W, S]
         for b, row in enumerate(beams):
