@@ -30,7 +30,9 @@ PROMPTS = [
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--num-samples", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=32)
@@ -64,7 +66,9 @@ def main() -> None:
                 model.generate(**encoded, **common, **config)
                 times[name].append(time.perf_counter() - start)
     greedy = statistics.median(times["greedy (transformers)"])
-    print(f"{args.model}, batch of {len(PROMPTS)} prompts, {tokens} new tokens each, median of {args.repeats}")
+    print(
+        f"{args.model}, batch of {len(PROMPTS)} prompts, {tokens} new tokens each, median of {args.repeats}"
+    )
     print(f"{'configuration':55s} {'seconds':>8s} {'x greedy':>9s}")
     for name, values in times.items():
         median = statistics.median(values)
