@@ -95,3 +95,81 @@ def cad(model, prompt, context_free_prompt, steps, alpha=1.0, adaptive=False, th
         ids.append(token)
         free.append(token)
     return ids[len(prompt) :]
+
+
+def seeded_sample(
+    model, prompt: list[int], steps: int, temperature: float, seed: int, first_position: int = 0, eos=2
+) -> list[int]:
+    """Sampling with temperature, each draw by inverse CDF on the uniform keyed on (seed, output position),
+    the package's seeding scheme (positions counted from ``first_position``); stops after an EOS."""
+    from contrastive_decoding.samplers.seeding import draw_generator
+
+    eos = {eos} if isinstance(eos, int) else set(eos)
+    ids = list(prompt)
+    for step in range(steps):
+        probs = (_full(model, ids).logits[0, -1] / temperature).float().softmax(-1)
+        uniform = torch.rand((), dtype=torch.float64, generator=draw_generator(seed, first_position + step))
+        cdf = probs.double().cumsum(-1)
+        token = int((cdf > uniform * cdf[-1]).nonzero()[0])
+        ids.append(token)
+        if token in eos:
+            break
+    return ids[len(prompt) :]
+
+
+def candidate_contrastive_score(
+    model, prompt: list[int], candidate: list[int], penalty_alpha: float
+) -> float:
+    """The mean over the candidate's tokens of (1 - alpha) p(token | before) - alpha max cos(h_token, h_before)."""
+    out = _full(model, prompt + candidate, hidden=True)
+    probs = out.logits[0].float().softmax(-1)  # [S, V]
+    hidden = out.hidden_states[-1][0]  # [S, H]
+    total = 0.0
+    for t, token in enumerate(candidate):
+        position = len(prompt) + t
+        penalty = max(
+            float(torch.nn.functional.cosine_similarity(hidden[position], hidden[j], dim=0))
+            for j in range(position)
+        )
+        total += (1 - penalty_alpha) * float(probs[position - 1, token]) - penalty_alpha * penalty
+    return total / len(candidate)
+
+
+def rerank_beam_search(
+    model,
+    prompt: list[int],
+    max_new_tokens: int,
+    *,
+    num_samples: int,
+    beam_width: int,
+    segment_length: int,
+    temperature: float,
+    seed: int,
+    penalty_alpha: float,
+    eos=2,
+) -> list[int]:
+    """RankGen's beam search for one prompt, with the contrastive-search scorer: every unfinished beam samples
+    ``num_samples`` segments (sample j of beam slot w seeded ``seed + w * num_samples + j``); the best
+    ``beam_width`` of all candidates (finished beams with their score) are kept, ties to the lower index."""
+    eos = {eos} if isinstance(eos, int) else set(eos)
+    beams = [([], False, 0.0)] * beam_width  # (tokens, finished, score)
+    generated = 0
+    while generated < max_new_tokens and not all(finished for _, finished, _ in beams):
+        length = min(segment_length, max_new_tokens - generated)
+        entries = []  # (score, order, beam)
+        for w, (tokens, finished, score) in enumerate(beams):
+            if finished:
+                entries.append((score, w * num_samples, (tokens, True, score)))
+                continue
+            for j in range(num_samples):
+                new = seeded_sample(
+                    model, prompt + tokens, length, temperature, seed + w * num_samples + j, generated, eos
+                )
+                candidate = tokens + new
+                value = candidate_contrastive_score(model, prompt, candidate, penalty_alpha)
+                done = bool(eos & set(new)) or len(candidate) >= max_new_tokens
+                entries.append((value, w * num_samples + j, (candidate, done, value)))
+        entries.sort(key=lambda entry: (-entry[0], entry[1]))
+        beams = [beam for _, _, beam in entries[:beam_width]]
+        generated += length
+    return beams[0][0]

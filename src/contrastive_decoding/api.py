@@ -128,6 +128,8 @@ def generate_outputs(
         extra.update(
             amateur_model=amateur_model, expert_tokenizer=tokenizer, amateur_tokenizer=amateur_tokenizer
         )
+    if method == "rerank":  # its text scorers decode the prompts and candidates
+        extra["lm_tokenizer"] = tokenizer
     if method != "layer_fusion" and (amateur_instruction is not None or truthful_instruction is not None):
         raise ValueError(
             "amateur_instruction / truthful_instruction are layer_fusion's; drop them for " + method

@@ -50,6 +50,11 @@ def check_sampling(method: str, sampling: dict[str, Any]) -> None:
     spec = get_spec(method)
     if config.do_sample and not spec.samples:
         raise ValueError(f"{spec.name} is deterministic; do_sample=True is not supported with it")
+    if spec.needs_sampling and not config.do_sample:
+        raise ValueError(
+            f"{spec.name} ranks sampled candidates; do_sample=False is not supported with it: pass "
+            "do_sample=True (RankGen samples with top_p=0.9)"
+        )
 
 
 @dataclass(frozen=True)

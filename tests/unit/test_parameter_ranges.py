@@ -60,6 +60,9 @@ def test_parameter_has_range_metadata_that_validation_enforces(method, name):
             rejected += [[value] for value in item_rejected if value is not None] + [[]]
     elif spec["type"] == "texts":
         accepted, rejected = ["N/A", "", ["N/A", "", "[MASK]"]], [[], 3, [3], None, ["N/A", None]]
+    elif spec["type"] == "text":
+        accepted, rejected = ["some/dir"], ["", 1, ["a"]]
+        (accepted if spec["nullable"] else rejected).append(None)
     elif spec["type"] == "bool":
         accepted, rejected = [True, False], [None, "true", 1, 0.0]  # a truthy value is not a bool
     else:

@@ -158,6 +158,14 @@ def generate_command(
         params_by_method = method_settings(method_list, parse_set_option(settings))
     except ValueError as error:
         raise click.ClickException(str(error)) from error
+    if "all" in methods:  # and the methods that only sample (rerank) when sampling
+        from ..decoding import registry
+
+        method_list = [
+            m
+            for m in method_list
+            if not registry.get_spec(m).needs_sampling or params_by_method[m].get("do_sample") is True
+        ]
     rows = _read_jsonl(input_path) if input_path is not None else None
     row_images = _row_images(rows, input_path) if rows is not None else None
     if image_path is not None and prompt is None:

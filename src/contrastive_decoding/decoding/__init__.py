@@ -22,6 +22,7 @@ from .dola import DolaConfig
 from .expert_amateur import ExpertAmateurConfig
 from .layer_fusion import LayerFusionConfig
 from .plain import PlainConfig
+from .rerank import RerankConfig
 from .ritual import RitualConfig
 from .ritual_vcd import RitualVcdConfig
 from .spec import AMATEUR, CONDITIONS, CONTEXT_FREE_PROMPT, IMAGE, MethodSpec
@@ -108,6 +109,7 @@ __all__ = [
     "MethodSpec",
     "PlainConfig",
     "PosthocDebiasConfig",
+    "RerankConfig",
     "RitualConfig",
     "RitualVcdConfig",
     "VcdConfig",

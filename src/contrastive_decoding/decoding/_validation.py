@@ -114,3 +114,18 @@ def text_list_range() -> dict[str, dict]:
 
 def bool_range() -> dict[str, dict]:
     return {RANGE_KEY: {"type": "bool", "text": "true or false"}}
+
+
+def text_range(what: str = "a non-empty string", *, nullable: bool = False) -> dict[str, dict]:
+    """Field metadata for a non-empty string (a path, a name), or null when ``nullable``."""
+    return {
+        RANGE_KEY: {"type": "text", "nullable": nullable, "text": f"{what}{' or null' if nullable else ''}"}
+    }
+
+
+def check_text(name: str, value: object, *, nullable: bool = False) -> None:
+    """Raise unless ``value`` is a non-empty string (or None when ``nullable``)."""
+    if value is None and nullable:
+        return
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty string{' or null' if nullable else ''}, got {value!r}")

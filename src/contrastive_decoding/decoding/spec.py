@@ -94,6 +94,7 @@ class MethodSpec:
       distribution to decode from): ``generate``, the CLI and the vLLM backend refuse them with ``vllm.reason``.
     - ``vllm``: how the vLLM backend runs it; ``scoring``: whether and how it scores continuations.
     - ``samples``: whether ``do_sample=True`` is allowed (contrastive search is a deterministic re-ranking).
+    - ``needs_sampling``: whether ``do_sample=True`` is required (rerank ranks sampled candidates).
     - ``order``: position in listings.
     """
 
@@ -108,6 +109,7 @@ class MethodSpec:
     accepts: frozenset[str] = frozenset()
     samples: bool = True
     generates: bool = True
+    needs_sampling: bool = False
     aliases: tuple[str, ...] = ()
     order: int = 100
 

@@ -282,7 +282,11 @@ def run_decode_loop(
     stepper: Stepper,
     controls: LoopControls,
     attention_mask: torch.Tensor | None = None,  # [B, S] the prompt's mask (None: no padding)
+    first_position: int = 0,
 ) -> torch.Tensor | GenerateDecoderOnlyOutput:
+    """Decode until every row stops; ``first_position``: the output position of the first new token (the
+    number of tokens the rows generated before ``input_ids`` was handed over, which keys seeded draws; rerank
+    continues its beams from there)."""
     config = controls.generation_config
     draw = controls.draw_configs(input_ids.shape[0])  # warpers off: the processors already warped
     prompt_width = input_ids.shape[1]
@@ -314,7 +318,8 @@ def run_decode_loop(
             raw_logits += (logits,)
         next_tokens = stepper.choose(input_ids, processed)
         if next_tokens is None:
-            next_tokens = select_tokens(processed, draw, positions=input_ids.shape[1] - prompt_width)  # [B]
+            position = first_position + input_ids.shape[1] - prompt_width
+            next_tokens = select_tokens(processed, draw, positions=position)  # [B]
         if has_eos_stopping:
             next_tokens = torch.where(unfinished, next_tokens, pad_token_id)
         input_ids = torch.cat([input_ids, next_tokens[:, None]], dim=-1)
