@@ -23,6 +23,7 @@ from .layer_fusion import LayerFusionConfig
 from .plain import PlainConfig
 from .ritual import RitualConfig
 from .ritual_vcd import RitualVcdConfig
+from .sled import SledConfig
 from .spec import AMATEUR, CONDITIONS, CONTEXT_FREE_PROMPT, IMAGE, MethodSpec
 from .vcd import VcdConfig
 from .vdd import VddConfig
@@ -104,6 +105,7 @@ __all__ = [
     "PlainConfig",
     "RitualConfig",
     "RitualVcdConfig",
+    "SledConfig",
     "VcdConfig",
     "VddConfig",
     "check_method",
