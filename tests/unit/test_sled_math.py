@@ -9,9 +9,7 @@ import math
 import pytest
 import torch
 
-from contrastive_decoding.decoding import SledConfig, make_method_config
-from contrastive_decoding.decoding import sled
-
+from contrastive_decoding.decoding import SledConfig, make_method_config, sled
 from tests.reference_loops import sled_reference_scores
 
 
@@ -33,9 +31,7 @@ def test_scores_equal_a_literal_transcription_of_the_reference(seed, rate, scale
     )
     ours = sled.sled_scores(final, early, cfg)  # [B, V]
     for row in range(final.shape[0]):
-        expected = sled_reference_scores(
-            final[row], [e[row] for e in early], rate, scale, bound, steps=steps
-        )
+        expected = sled_reference_scores(final[row], [e[row] for e in early], rate, scale, bound, steps=steps)
         torch.testing.assert_close(ours[row], expected, rtol=1e-5, atol=1e-5)
 
 
@@ -160,3 +156,18 @@ def test_make_method_config_did_you_mean():
     assert make_method_config("sled", evolution_rate=1.0).evolution_rate == 1.0
     with pytest.raises(ValueError, match="evolution_rate"):
         make_method_config("sled", evolution_rat=1.0)
+
+
+def test_cosines_of_a_saturated_early_exit_equal_torch_cosine_similarity():
+    # An early exit without the final norm can be huge: softmax rounds its argmax to 1.0 in float32, and the
+    # closed form must not cancel to 0 there (the reference's explicit vector keeps the other tiny terms).
+    final = torch.tensor([[6.8, 6.6, 6.4, 6.2, 0.0, -1.0]])
+    early = torch.tensor([[[136.0, 100.0, 110.0, 40.0, 1.0, 0.0]]])
+    top_ids = final.topk(4, dim=-1).indices
+    ours = sled.layer_token_cosines(final, early, top_ids)[0, 0]
+    probs = early[0, 0].softmax(-1)
+    assert float(probs[0]) == 1.0
+    for slot, token in enumerate(top_ids[0].tolist()):
+        target = probs - torch.nn.functional.one_hot(torch.tensor(token), 6).float()
+        cos = torch.nn.functional.cosine_similarity(target, early[0, 0] - final[0], dim=0)
+        assert math.isclose(float(ours[slot]), float(cos), rel_tol=1e-4, abs_tol=1e-6), token

@@ -24,7 +24,8 @@ Where we differ:
   weights over the batch; it only runs with batch size 1. Every row here gets what it gets alone.
 - **No [L, K, V] tensor.** The reference materializes ``softmax(e_l) - onehot(j)`` for every layer and top token;
   the cosine is computed here in closed form from ``p_l . d_l``, ``d_l[j]``, ``|p_l|^2`` and ``p_l[j]``
-  (``|p_l - onehot(j)|^2 = |p_l|^2 - p_l[j]^2 + (1 - p_l[j])^2``), O(L V) instead of O(L K V). The layer
+  (``|p_l - onehot(j)|^2 = |p_l|^2 - p_l[j]^2 + (1 - p_l[j])^2``), O(L V) instead of O(L K V), with each
+  layer's argmax token left out of the sums exactly (saturated early exits, see :func:`layer_token_cosines`). The layer
   weighting of step 3 is summed in one division. Both agree with a literal transcription to float rounding
   (``tests/unit/test_sled_math.py``).
 - **Top-k on the logits** (the reference ranks softmax probabilities: the same order unless two probabilities
@@ -113,15 +114,30 @@ def layer_token_cosines(
     eps: float = 1e-8,
 ) -> torch.Tensor:  # [L, B, K]
     """``cos(softmax(e_l) - onehot(j), e_l - f)`` over the vocabulary for every layer l and top token j, in
-    closed form (no [L, B, K, V] tensor); norms clamped at ``eps`` as ``torch.cosine_similarity`` does."""
+    closed form (no [L, B, K, V] tensor); norms clamped at ``eps`` as ``torch.cosine_similarity`` does.
+
+    With ``p = softmax(e_l)`` and ``d = e_l - f``: the dot product is ``sum_{i != j} p_i d_i + (p_j - 1) d_j``
+    and the squared norm ``sum_{i != j} p_i^2 + (1 - p_j)^2``. The sums without j are the full sums minus j's
+    term, except for each layer's argmax token m, whose sums are taken with m left out: an early exit with no
+    final norm is often saturated (``p_m`` rounds to 1), and ``sum - p_m d_m`` would cancel to 0 there.
+    """
     probs = early_logits.softmax(dim=-1)  # [L, B, V]
     diff = early_logits - final_logits[None]  # [L, B, V]
     index = top_ids[None].expand(probs.shape[0], -1, -1)  # [L, B, K]
     probs_top = probs.gather(-1, index)  # [L, B, K]
     diff_top = diff.gather(-1, index)  # [L, B, K]
-    dot = (probs * diff).sum(-1, keepdim=True) - diff_top  # [L, B, K]
-    probs_sq = (probs * probs).sum(-1, keepdim=True)  # [L, B, 1]
-    target_norm = ((probs_sq - probs_top.square()).clamp_min(0.0) + (1.0 - probs_top).square()).sqrt()
+    top_layer = probs.argmax(dim=-1, keepdim=True)  # [L, B, 1] each layer's own argmax m
+    weighted = probs * diff  # [L, B, V]
+    squares = probs * probs  # [L, B, V]
+    dot_all = weighted.sum(-1, keepdim=True)  # [L, B, 1]
+    sq_all = squares.sum(-1, keepdim=True)  # [L, B, 1]
+    dot_without_m = weighted.scatter(-1, top_layer, 0.0).sum(-1, keepdim=True)  # [L, B, 1]
+    sq_without_m = squares.scatter(-1, top_layer, 0.0).sum(-1, keepdim=True)  # [L, B, 1]
+    is_m = index == top_layer  # [L, B, K]
+    dot_rest = torch.where(is_m, dot_without_m, dot_all - probs_top * diff_top)  # [L, B, K]
+    sq_rest = torch.where(is_m, sq_without_m, (sq_all - probs_top.square()).clamp_min(0.0))  # [L, B, K]
+    dot = dot_rest + (probs_top - 1.0) * diff_top  # [L, B, K]
+    target_norm = (sq_rest + (1.0 - probs_top).square()).sqrt()  # [L, B, K]
     diff_norm = diff.norm(dim=-1, keepdim=True)  # [L, B, 1]
     return dot / (target_norm.clamp_min(eps) * diff_norm.clamp_min(eps))
 

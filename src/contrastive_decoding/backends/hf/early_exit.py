@@ -1,4 +1,4 @@
-"""Early-exit heads for DoLa: the LM head applied to intermediate hidden states, all candidate layers
+"""Early-exit heads for DoLa and SLED: the LM head applied to intermediate hidden states, all candidate layers
 stacked in one matmul."""
 
 from __future__ import annotations
@@ -26,18 +26,18 @@ def final_norm(model: PreTrainedModel) -> torch.nn.Module:
     return getattr(model.get_decoder(), DOLA_ARCHITECTURES[model.config.model_type])
 
 
-def check_dola_architecture(model: PreTrainedModel) -> None:
+def check_dola_architecture(model: PreTrainedModel, method: str = "DoLa") -> None:
     config = model.config
     model_type = getattr(config, "model_type", None)
     if config.is_encoder_decoder or model_type not in DOLA_ARCHITECTURES:
         raise ValueError(
-            f"DoLa does not support model_type {model_type!r} ({type(model).__name__}); supported decoder-only "
+            f"{method} does not support model_type {model_type!r} ({type(model).__name__}); supported decoder-only "
             f"families: {', '.join(sorted(DOLA_ARCHITECTURES))}."
         )
     if getattr(config, "final_logit_softcapping", None):
-        raise ValueError(f"DoLa does not support final logit soft-capping ({type(model).__name__})")
+        raise ValueError(f"{method} does not support final logit soft-capping ({type(model).__name__})")
     if model.get_output_embeddings() is None:
-        raise ValueError(f"DoLa needs an LM head; {type(model).__name__} has no output embeddings")
+        raise ValueError(f"{method} needs an LM head; {type(model).__name__} has no output embeddings")
 
 
 class EarlyExitHeads:
@@ -49,12 +49,21 @@ class EarlyExitHeads:
     """
 
     def __init__(
-        self, model: PreTrainedModel, dola_layers: str | tuple[int, ...], *, apply_final_norm: bool = False
+        self,
+        model: PreTrainedModel,
+        dola_layers: str | tuple[int, ...] = "high",
+        *,
+        apply_final_norm: bool = False,
+        layers: list[int] | None = None,
+        method: str = "DoLa",
     ):
-        check_dola_architecture(model)
+        """``layers``: the resolved layer indices (SLED's); else DoLa's ``dola_layers`` bucket or list."""
+        check_dola_architecture(model, method)
         config = model.config
-        self.layers = candidate_layers(
-            dola_layers, config.num_hidden_layers, bool(config.tie_word_embeddings)
+        self.layers = (
+            list(layers)
+            if layers is not None
+            else candidate_layers(dola_layers, config.num_hidden_layers, bool(config.tie_word_embeddings))
         )
         self.head = OutputHead(model)
         self.final_norm = final_norm(model) if apply_final_norm else None
