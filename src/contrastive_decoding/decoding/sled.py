@@ -194,7 +194,7 @@ SPECS = (
     MethodSpec(
         name="sled",
         config=SledConfig,
-        contrasts="the final logits evolved toward a latent distribution estimated from every early layer",
+        contrasts="the final logits evolved toward a latent distribution estimated from the early layers",
         paper="Zhang et al., 2024",
         hf_function="contrastive_decoding.backends.hf.generate:sled",
         vllm=VllmSupport(VLLM_MODEL),
