@@ -40,8 +40,8 @@ import torch
 from .decoding import context as context_math
 from .decoding import dola as dola_math
 from .decoding import expert_amateur as ea_math
-from .decoding import sled as sled_math
 from .decoding import make_method_config, method_parameters, registry
+from .decoding import sled as sled_math
 from .decoding.spec import AMATEUR, CONTEXT_FREE_PROMPT
 from .method_call import SAMPLING_PARAMETERS, MethodCall
 
