@@ -131,8 +131,9 @@ def layer_token_cosines(
     squares = probs * probs  # [L, B, V]
     dot_all = weighted.sum(-1, keepdim=True)  # [L, B, 1]
     sq_all = squares.sum(-1, keepdim=True)  # [L, B, 1]
-    dot_without_m = weighted.scatter(-1, top_layer, 0.0).sum(-1, keepdim=True)  # [L, B, 1]
-    sq_without_m = squares.scatter(-1, top_layer, 0.0).sum(-1, keepdim=True)  # [L, B, 1]
+    # in place: both products are ours and no longer needed whole
+    dot_without_m = weighted.scatter_(-1, top_layer, 0.0).sum(-1, keepdim=True)  # [L, B, 1]
+    sq_without_m = squares.scatter_(-1, top_layer, 0.0).sum(-1, keepdim=True)  # [L, B, 1]
     is_m = index == top_layer  # [L, B, K]
     dot_rest = torch.where(is_m, dot_without_m, dot_all - probs_top * diff_top)  # [L, B, K]
     sq_rest = torch.where(is_m, sq_without_m, (sq_all - probs_top.square()).clamp_min(0.0))  # [L, B, K]
