@@ -68,6 +68,9 @@ METHODS = [
     ("greedy", "greedy", {}),
     ("contrastive_search", "contrastive_search", {"penalty_alpha": 0.6, "top_k": 4}),
     ("dola", "dola", {"dola_layers": "high", "repetition_penalty": 1.2}),
+    # SLED at the reference's defaults (every layer), and on DoLa's "high" layers for a like-for-like cost
+    ("sled", "sled", {"repetition_penalty": 1.02}),
+    ("sled_high", "sled", {"sled_layers": "high", "repetition_penalty": 1.02}),
     ("cad", "cad", {"cad_alpha": 1.0}),
     ("adacad", "adacad", {}),
 ]

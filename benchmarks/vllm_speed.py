@@ -6,6 +6,7 @@ For ``--vllm-prompts`` prompts x ``--vllm-new-tokens`` tokens (64 x 64 by defaul
   for no method pays on a contrastive engine;
 - DoLa (high, repetition penalty 1.2) through the wrapper, its ratio to wrapper greedy and to its compute floor
   ``(model + (1 + L) LM heads) / (model + head)`` computed from the parameter counts;
+- SLED (every layer, repetition penalty 1.02) through the wrapper, its ratio to wrapper greedy and to DoLa;
 - a mixed batch (half greedy, half DoLa) against the two halves run alone;
 - each method's throughput against the HF backend at batch 8 on the same prompts;
 - with ``--pair``: expert-amateur on the Qwen2.5-Coder pair against expert greedy + amateur greedy (16 x 32).
@@ -28,6 +29,7 @@ from contrastive_decoding.models import load_model_and_tokenizer, resolve_model_
 
 ENGINE = {"gpu_memory_utilization": 0.2, "max_model_len": 1024, "max_num_seqs": 64}
 DOLA = {"dola_layers": "high", "repetition_penalty": 1.2}
+SLED = {"repetition_penalty": 1.02}  # the reference's defaults: every layer 0 .. N-1
 # The Qwen pair in float32 (1.5B + 0.5B, ~8 GB of weights) does not fit in 0.2 of 24 GB: vLLM-CPU's budget holds
 # the weights too, so 0.2 leaves a negative KV-cache budget and the engine refuses to start.
 PAIR_ENGINE = {**ENGINE, "gpu_memory_utilization": 0.6, "max_num_seqs": 16}
@@ -105,6 +107,7 @@ def wrapper_times(model: str, texts: list[str], n: int, repeats: int) -> dict[st
     times = {
         "greedy": timed(fixed_length_pass(llm, "greedy", {}, texts, n), repeats)[0],
         "dola": timed(fixed_length_pass(llm, "dola", DOLA, texts, n), repeats)[0],
+        "sled": timed(fixed_length_pass(llm, "sled", SLED, texts, n), repeats)[0],
         "greedy_half": timed(fixed_length_pass(llm, "greedy", {}, texts[:half], n), repeats)[0],
         "dola_half": timed(fixed_length_pass(llm, "dola", DOLA, texts[half:], n), repeats)[0],
     }
@@ -151,6 +154,7 @@ def hf_times(model_name: str, texts: list[str], n: int) -> dict[str, float]:
     return {
         "greedy": timed(run("greedy", {}), 1)[0],
         "dola": timed(run("dola", DOLA), 1)[0],
+        "sled": timed(run("sled", SLED), 1)[0],
         "cad": timed(run_cad("cad"), 1)[0],
         "adacad": timed(run_cad("adacad"), 1)[0],
     }
@@ -164,6 +168,9 @@ def vllm_main(args) -> int:
     ours = wrapper_times(args.model, texts, n, args.repeats)
     hf = hf_times(args.model, texts, n)
     floor, num_candidates = dola_floor(path)
+    from transformers import AutoConfig
+
+    num_layers = AutoConfig.from_pretrained(path).num_hidden_layers
     tokens = len(texts) * n
     half = len(texts) // 2
     rows = [
@@ -173,6 +180,9 @@ def vllm_main(args) -> int:
         f"| vLLM DoLa (high, {num_candidates} candidates) | {tokens / ours['dola']:.1f} | "
         f"{ours['dola'] / ours['greedy']:.2f}x greedy | {ours['dola'] / ours['greedy'] / floor:.2f}x its floor "
         f"({floor:.2f}x) | {hf['dola'] / ours['dola']:.1f}x |",
+        f"| vLLM SLED (all {num_layers} layers) | {tokens / ours['sled']:.1f} | "
+        f"{ours['sled'] / ours['greedy']:.2f}x greedy, {ours['sled'] / ours['dola']:.2f}x DoLa | - | "
+        f"{hf['sled'] / ours['sled']:.1f}x |",
         f"| mixed: {half} greedy + {len(texts) - half} DoLa | {tokens / ours['mixed']:.1f} | "
         f"{ours['mixed'] / (ours['greedy_half'] + ours['dola_half']):.2f}x of the halves alone | - | - |",
         f"| vLLM greedy over the CAD prompts + their twins ({2 * len(texts)} requests) | "

@@ -173,3 +173,68 @@ def rerank_beam_search(
         beams = [beam for _, _, beam in entries[:beam_width]]
         generated += length
     return beams[0][0]
+
+
+def sled_reference_scores(
+    final: torch.Tensor,  # [V] final-layer logits of one row
+    early: list[torch.Tensor],  # per early layer [V]
+    evolution_rate: float,
+    evolution_scale: int,
+    evolution_lower_bound: float,
+    steps: int = 1,
+) -> torch.Tensor:  # [V]
+    """A literal transcription of SLED's reference step (``sled_greedy_decode`` of github.com/JayZhang42/SLED's
+    transformers fork; ``op_T`` = ``steps``) for a batch of one: the [L, K, V] candidate tensor, the cosine
+    via ``F.cosine_similarity``, the per-layer normalization and layer weights, then the evolution."""
+    import torch.nn.functional as F
+
+    mature = final[None].float()  # [1, V]
+    stacked = torch.stack([e[None].float() for e in early])  # [L, 1, V]
+    softmax_mature = F.softmax(mature, dim=-1)
+    softmax_premature = F.softmax(stacked, dim=-1)  # [L, 1, V]
+    topk_indices = torch.topk(softmax_mature, evolution_scale).indices[0]  # [K]
+    divergence = stacked - mature  # [L, 1, V]
+    candidate = softmax_premature.expand(-1, len(topk_indices), -1)  # [L, K, V]
+    mask = torch.zeros_like(candidate)
+    mask.scatter_(2, topk_indices[None, :, None].expand(stacked.shape[0], -1, -1), 1)
+    candidate = candidate - mask
+    dots = F.cosine_similarity(candidate, divergence, dim=2)  # [L, K]
+    values, indices = torch.topk(dots, evolution_scale)
+    token_ids = topk_indices[indices]  # [L, K]
+    values = (values * (values > 0)) ** 2
+    sums = torch.sum(values, dim=1).clone()  # [L]
+    nonzero = sums != 0
+    values[nonzero] /= sums[nonzero].unsqueeze(1)
+    if sums.sum() != 0:
+        sums = sums / sums.sum()
+    delta = torch.zeros_like(softmax_mature).repeat(values.size(0), 1)  # [L, V]
+    delta.scatter_(1, token_ids, -values)
+    delta = torch.sum(delta * sums.unsqueeze(1), dim=0)  # [V]
+    hidden = mature.clone()
+    rates = [evolution_rate * (1 - i / steps) for i in range(steps)]
+    for rate in rates:
+        hidden.sub_(rate * (F.softmax(hidden, dim=-1) + delta))
+    out = torch.full_like(hidden[0], fill_value=evolution_lower_bound)
+    out[topk_indices] = hidden[0, topk_indices]
+    return out
+
+
+def sled(
+    model,
+    prompt: list[int],
+    steps: int,
+    layers: list[int],
+    evolution_rate: float = 2.0,
+    evolution_scale: int = 10,
+    evolution_lower_bound: float = -1000.0,
+) -> list[int]:
+    """Greedy SLED, the whole sequence re-run every step, early exits ``lm_head(hidden_states[i])``."""
+    head = model.get_output_embeddings()
+    ids = list(prompt)
+    for _ in range(steps):
+        out = _full(model, ids, hidden=True)
+        final = out.logits[0, -1].float()
+        early = [head(out.hidden_states[layer][0, -1]).float() for layer in layers]
+        scores = sled_reference_scores(final, early, evolution_rate, evolution_scale, evolution_lower_bound)
+        ids.append(int(scores.argmax()))
+    return ids[len(prompt) :]

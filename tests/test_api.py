@@ -51,6 +51,8 @@ def test_greedy_text_matches_model_generate(model, tokenizer):
         ("adacad", {}),
         ("greedy", {"do_sample": True, "typical_p": 0.9, "seed": 3}),
         ("dola", {"do_sample": True, "top_p": 0.9, "temperature": 0.7, "seed": 3}),
+        ("sled", {"evolution_rate": 1.5, "sled_layers": "high", "repetition_penalty": 1.05}),
+        ("sled", {"do_sample": True, "temperature": 0.7, "seed": 3}),
     ],
 )
 def test_every_method_batched_equals_one_by_one(model, amateur, tokenizer, method, params):
@@ -139,6 +141,7 @@ SEEDED = {  # flat enough on the tiny models that draws vary
     "adacad": {"context_free_prompts": CONTEXT_FREE},
     "condition_contrast": {"conditions": [["w17"], ["w9"], ["w101", "w104"]]},
     "layer_fusion": {},
+    "sled": {"evolution_scale": 50},
 }
 
 

@@ -87,6 +87,7 @@ def test_models_list():
         ("cad", ["--set", "cad_alpha=0.5"]),
         ("adacad", []),
         ("expert_amateur", ["--set", "contrast_beta=0.5"]),
+        ("sled", ["--set", "evolution_rate=1.5", "--set", "sled_layers=[0,2,4]"]),
     ],
 )
 def test_generate_jsonl_equals_the_library(checkpoints, tmp_path, method, settings):
@@ -159,6 +160,20 @@ def test_bad_input_gives_one_clear_error(checkpoints, tmp_path, args, message):
     assert not (tmp_path / "out.jsonl").exists()
 
 
+def test_sled_method_scoped_settings_equal_the_library(checkpoints):
+    result = invoke(
+        "generate", "--model", checkpoints["expert"], "--method", "greedy", "--method", "sled",
+        "--set", "sled.evolution_rate=1.5", "--set", "sled.evolution_scale=5", "--prompt", "w5 w17",
+        "--max-new-tokens", "4",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    model, tokenizer = load_model_and_tokenizer(checkpoints["expert"])
+    expected = generate_outputs(
+        model, tokenizer, ["w5 w17"], "sled", max_new_tokens=4, evolution_rate=1.5, evolution_scale=5
+    )[0]
+    assert expected.text.strip() and expected.text.strip() in result.output
+
+
 def test_method_scoped_settings(checkpoints):
     result = invoke(
         "generate", "--model", checkpoints["expert"], "--method", "greedy", "--method", "dola",
@@ -174,6 +189,7 @@ def test_method_scoped_settings(checkpoints):
         (["dolla.relative_top=0.5"], "Unknown method 'dolla'"),
         (["dola.relative_top=5"], "relative_top must be in [0, 1], got 5"),
         (["temperature=-1"], "temperature must be in (0, inf), got -1"),
+        (["sled.evolution_scale=0"], "evolution_scale must be in [1, inf), got 0"),
     ],
 )
 def test_table_mode_validates_settings_before_loading(checkpoints, settings, message):

@@ -70,6 +70,8 @@ def method_kwargs(method: str, models: dict) -> dict:
         },
         "cad": {"custom_generate": cd.hf.cad, "cad_alpha": 1.0},
         "adacad": {"custom_generate": cd.hf.adacad},
+        "sled": {"custom_generate": cd.hf.sled},
+        "sled_list": {"custom_generate": cd.hf.sled, "sled_layers": [0, 2, 4], "evolution_scale": 5},
     }[method]
 
 
@@ -100,6 +102,7 @@ ZERO_CONTRAST = [
     ("dola", {"relative_top": 1.0}),  # the plausibility head holds only the final layer's argmax
     ("cad", {"cad_alpha": 0.0}),
     ("adacad", {"adacad_threshold": math.log(2.0)}),  # JSD < ln 2 always: alpha_t = 0
+    ("sled", {"evolution_rate": 0.0}),  # the final logits on the top tokens, the lower bound elsewhere
 ]
 # The amateur is a tiny llama: expert-amateur runs on the llama family only.
 ZERO_CONTRAST_CASES = [(family, *case) for family in FAMILIES for case in ZERO_CONTRAST] + [
@@ -130,7 +133,7 @@ def test_contrast_changes_the_output(models):
     model = models["llama"]
     prompts = random_prompts([5, 8, 3, 6], seed=4)
     greedy = generate(model, prompts)
-    for method in ("contrastive_search", "dola", "expert_amateur", "cad", "adacad"):
+    for method in ("contrastive_search", "dola", "expert_amateur", "cad", "adacad", "sled"):
         free = context_free(prompts) if method in CONTEXT_METHODS else None
         assert generate(model, prompts, free=free, **method_kwargs(method, models)) != greedy, method
 
@@ -152,6 +155,9 @@ BATCH_CASES = [
     ("gemma3_text", "cad"),
     ("llama", "adacad"),
     ("qwen2", "adacad"),
+    ("llama", "sled"),
+    ("llama_tied", "sled_list"),
+    ("gpt2", "sled"),
 ]
 
 
@@ -197,6 +203,19 @@ def test_dola_matches_reference_loop_on_any_decoder(more_models, family):
     prompts = random_prompts([4, 7], seed=7)
     expected = [ref.dola(model, prompt.tolist(), STEPS, layers=[0, 2, 4]) for prompt in prompts]
     assert generate(model, prompts, custom_generate=cd.hf.dola, dola_layers=[0, 2, 4]) == expected
+
+
+@pytest.mark.parametrize("family", ["llama", "llama_tied", "qwen2", "gemma3_text", "gpt2"])
+@pytest.mark.parametrize("method", ["sled", "sled_list"])
+def test_sled_matches_reference_loop(models, family, method):
+    model = models[family]
+    kwargs = method_kwargs(method, models)
+    layers = kwargs.get("sled_layers", list(range(model.config.num_hidden_layers)))
+    for prompt in random_prompts([4, 7], seed=9):
+        expected = ref.sled(
+            model, prompt.tolist(), STEPS, layers=layers, evolution_scale=kwargs.get("evolution_scale", 10)
+        )
+        assert generate(model, [prompt], **kwargs)[0] == expected
 
 
 @pytest.mark.parametrize("beta, temperature", [(None, 1.0), (None, 0.5), (0.5, 1.0)])

@@ -23,7 +23,7 @@ from contrastive_decoding.samplers import apply_temperature, apply_top_k, apply_
 
 from .tiny_models import EOS_TOKEN_ID, PAD_TOKEN_ID, random_prompts, tiny_model, tiny_tokenizer
 
-METHODS = ["greedy", "contrastive_search", "dola", "expert_amateur", "cad", "adacad"]
+METHODS = ["greedy", "contrastive_search", "dola", "expert_amateur", "cad", "adacad", "sled"]
 SAMPLED_METHODS = [m for m in METHODS if m != "contrastive_search"]
 
 
@@ -57,6 +57,7 @@ def method_kwargs(method: str, batch: dict, amateur) -> dict:
         "expert_amateur": {"custom_generate": cd.hf.expert_amateur, "amateur_model": amateur},
         "cad": {"custom_generate": cd.hf.cad, "cad_alpha": 0.5},
         "adacad": {"custom_generate": cd.hf.adacad},
+        "sled": {"custom_generate": cd.hf.sled, "evolution_rate": 1.5},
     }[method]
     if method in ("cad", "adacad"):
         kwargs = {

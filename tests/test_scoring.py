@@ -70,6 +70,9 @@ def _method_setup(method, amateur, tokenizer):
     if method == "dola_no_head":
         params = {"dola_layers": DOLA_LAYERS, "relative_top": 0.0}
         return params, lambda i: dict(params), cd.hf.dola
+    if method == "sled":
+        params = {"sled_layers": DOLA_LAYERS, "evolution_rate": 1.5, "evolution_scale": 20}
+        return params, lambda i: dict(params), cd.hf.sled
     if method == "expert_amateur":
         kwargs = {"amateur_model": amateur, "amateur_tokenizer": tokenizer, "contrast_beta": 0.5}
         return (
@@ -97,7 +100,9 @@ def _api_kwargs(method, kwargs):
     return kwargs
 
 
-@pytest.mark.parametrize("method", ["greedy", "dola", "dola_no_head", "expert_amateur", "cad", "adacad"])
+@pytest.mark.parametrize(
+    "method", ["greedy", "dola", "dola_no_head", "expert_amateur", "cad", "adacad", "sled"]
+)
 def test_greedy_continuation_scores_as_generation(model, amateur, tokenizer, method):
     name = "dola" if method.startswith("dola") else method
     kwargs, generate_kwargs, function = _method_setup(method, amateur, tokenizer)
@@ -143,6 +148,8 @@ def test_greedy_continuation_scores_as_generation(model, amateur, tokenizer, met
         ("expert_amateur", {}),
         ("cad", {"cad_alpha": 0.5}),
         ("adacad", {}),
+        ("sled", {"evolution_scale": 20}),
+        ("sled", {"evolution_steps": 10, "evolution_lower_bound": -100.0, "sled_layers": "high"}),
     ],
 )
 def test_batched_equals_one_by_one(model, amateur, tokenizer, method, params):
@@ -281,6 +288,38 @@ def test_dola_scores_minus_inf_outside_the_head(model, tokenizer):
     assert torch.isfinite(torch.tensor(no_head.token_logprobs)).all()
     assert torch.isneginf(with_head).any()  # random continuation tokens fall outside the 0.1 head
     assert result.logprob == -math.inf and not result.is_greedy
+
+
+@torch.no_grad()
+def test_sled_matches_reference(model, tokenizer):
+    """Each position's score is the literal transcription of SLED's step on that prefix (no cache, one row)."""
+    from .reference_loops import sled_reference_scores
+
+    head = model.get_output_embeddings()
+    for steps, bound, normalize in [(1, -1000.0, True), (10, -100.0, False)]:
+        results = score(
+            model,
+            tokenizer,
+            PROMPTS,
+            CONTINUATIONS,
+            "sled",
+            batch_size=3,
+            sled_layers=DOLA_LAYERS,
+            evolution_scale=30,
+            evolution_steps=steps,
+            evolution_lower_bound=bound,
+            normalize=normalize,
+        )
+        for context, continuation, result in zip(PROMPTS, CONTINUATIONS, results, strict=True):
+            context_ids, continuation_ids = _ids(tokenizer, context, continuation)
+            expected, scale = [], 1.0
+            for t, token in enumerate(continuation_ids):
+                out = _last(model, context_ids + continuation_ids[:t], hidden=True)
+                early = [head(out.hidden_states[layer][0, -1]).float() for layer in DOLA_LAYERS]
+                scores = sled_reference_scores(out.logits[0, -1].float(), early, 2.0, 30, bound, steps=steps)
+                expected.append(float((scores.log_softmax(-1) if normalize else scores)[token]))
+                scale = max(scale, magnitude(scores))
+            assert_scores_close(result.token_logprobs, expected, scale)
 
 
 @pytest.mark.parametrize("alpha", [0.0, 1.0])
@@ -429,6 +468,8 @@ ORDER = [0, 4, 1, 7, 5, 2, 6, 3]
         ("adacad", {}),
         ("layer_fusion", {"refocus_weight": 0.0}),
         ("layer_fusion", {"refocus_weight": 0.0, "with_amateur": True}),
+        ("sled", {"sled_layers": DOLA_LAYERS, "evolution_scale": 20}),
+        ("sled", {"evolution_steps": 10, "evolution_lower_bound": -100.0}),
     ],
 )
 @pytest.mark.parametrize("batch_size", [2, 8])

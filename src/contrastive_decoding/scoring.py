@@ -17,6 +17,7 @@ gathered at the positions that predict a continuation token. The method math is
 - ``plain`` (alias ``greedy``): the model's log-probabilities;
 - ``dola``: ``dola.contrast(final, early, cfg)`` with the premature layer chosen per position, early exits from
   the Hugging Face backend's :class:`~contrastive_decoding.backends.hf.early_exit.EarlyExitHeads`;
+- ``sled``: ``sled.sled_scores(final, early, cfg)`` per position, on the same early-exit heads (SLED's layers);
 - ``expert_amateur``: ``expert_amateur.contrast(expert, amateur, cfg)``, one forward of each model;
 - ``cad`` / ``adacad``: the CAD / AdaCAD score against ``context_free_contexts[i]`` + the same continuation
   (AdaCAD's alpha per position);
@@ -43,6 +44,7 @@ from .decoding import context as context_math
 from .decoding import dola as dola_math
 from .decoding import expert_amateur as ea_math
 from .decoding import make_method_config, method_parameters, registry
+from .decoding import sled as sled_math
 from .decoding.spec import AMATEUR, CONTEXT_FREE_PROMPT
 from .method_call import SAMPLING_PARAMETERS, MethodCall
 
@@ -123,6 +125,24 @@ def dola_scores(
     return torch.cat(pieces)
 
 
+def sled_scores(
+    heads: Any,  # EarlyExitHeads over SLED's layers
+    hidden_states: Sequence[torch.Tensor | None],  # per layer [N, H]; only heads.layers and the last are read
+    cfg: sled_math.SledConfig,
+    chunk_elements: int = DOLA_CHUNK_ELEMENTS,
+) -> torch.Tensor:  # [N, V] SLED's evolved scores
+    """SLED's scores at N positions: each position is a row for ``EarlyExitHeads`` and ``sled.sled_scores``."""
+    final = hidden_states[-1]
+    vocab = heads.head.lm_head.weight.shape[0]
+    chunk = max(1, chunk_elements // ((1 + len(heads.layers)) * vocab))
+    pieces = []
+    for start in range(0, final.shape[0], chunk):
+        states = tuple(None if h is None else h[start : start + chunk, None, :] for h in hidden_states)
+        final_logits, early_logits = heads(states)  # [n, V], [L, n, V]
+        pieces.append(sled_math.sled_scores(final_logits, early_logits, cfg))
+    return torch.cat(pieces)
+
+
 def token_scores(
     scores: torch.Tensor,  # [N, V]
     targets: torch.Tensor,  # [N] token ids
@@ -194,7 +214,7 @@ def _score_batch(
         scores = _layer_fusion_scores(
             cfg, model, heads, input_ids, attention_mask, batch, window, positions, amateur_model, vocab_size
         )
-    elif method == "dola":
+    elif method in ("dola", "sled"):
         outputs = _forward(model, input_ids, attention_mask, keep=1, hidden=True)
         heads.head.check(outputs.hidden_states[-1][:, -1], outputs.logits[:, -1].float())
         needed = {*heads.layers, len(outputs.hidden_states) - 1}
@@ -202,7 +222,7 @@ def _score_batch(
             h[:, -window:][positions] if index in needed else None
             for index, h in enumerate(outputs.hidden_states)
         ]  # per layer [N, H]
-        scores = dola_scores(heads, states, cfg)
+        scores = (dola_scores if method == "dola" else sled_scores)(heads, states, cfg)
     else:
         logits = _forward(model, input_ids, attention_mask, keep=window).logits  # [B or 2B, W, V]
         if method == "expert_amateur":
@@ -370,14 +390,14 @@ def _score_shared(
     rows = PrefixRows.group(contexts, continuations)
     free_rows = PrefixRows.group(free_contexts, continuations) if free_contexts is not None else None
     targets = _prefix_targets(rows, model.device)
-    if method == "dola":  # early exits projected once per distinct position, then expanded
+    if method in ("dola", "sled"):  # early exits projected once per distinct position, then expanded
         layers = frozenset({*heads.layers, -1})
         outputs = prefix_forward(model, rows, pad_token_id, logits=False, hidden_layers=layers)
         prefixes = len(rows.prefixes)
         heads.head.check(outputs.hidden[-1][:prefixes], outputs.prefix_logits)
         num_states = max(heads.layers) + 1
         states = [outputs.hidden.get(index) for index in range(num_states)] + [outputs.hidden[-1]]
-        scores = dola_scores(heads, states, cfg)[outputs.position]  # [N, V]
+        scores = (dola_scores if method == "dola" else sled_scores)(heads, states, cfg)[outputs.position]
     elif method == "layer_fusion":
         scores = _layer_fusion_shared(
             cfg, model, heads, rows, free_rows, amateur_model, vocab_size, pad_token_id
@@ -604,6 +624,14 @@ def score(
         from .backends.hf.early_exit import EarlyExitHeads
 
         heads = EarlyExitHeads(model, cfg.dola_layers, apply_final_norm=cfg.early_exit_norm)
+    if method == "sled":
+        from .backends.hf.early_exit import EarlyExitHeads
+
+        text = model.config.get_text_config()
+        layers = sled_math.early_exit_layers(
+            cfg.sled_layers, text.num_hidden_layers, bool(text.tie_word_embeddings)
+        )
+        heads = EarlyExitHeads(model, layers=layers, apply_final_norm=cfg.early_exit_norm, method="SLED")
     if AMATEUR in spec.needs:
         from .backends.hf.generate import shared_vocabulary_size
 

@@ -215,7 +215,12 @@ def test_bench_run_generate_writes_results_metadata_and_summary(checkpoints, dat
 
 @pytest.mark.parametrize(
     ("method", "settings"),
-    [("greedy", ()), ("dola", ("--set", "dola_layers=high", "--set", "relative_top=0.0")), ("cad", ())],
+    [
+        ("greedy", ()),
+        ("dola", ("--set", "dola_layers=high", "--set", "relative_top=0.0")),
+        ("cad", ()),
+        ("sled", ("--set", "evolution_rate=2.5")),
+    ],
 )
 def test_bench_run_choice_task_scores_every_choice(checkpoints, data_dir, tmp_path, method, settings):
     out = tmp_path / "run"
@@ -229,6 +234,14 @@ def test_bench_run_choice_task_scores_every_choice(checkpoints, data_dir, tmp_pa
     item = get_task("test_tiny_choice").load(data_dir)[0]
     # DoLa on choice tasks defaults to the DoLa scripts' MC scoring: raw contrast, no relative-top head
     params = {"dola_layers": "high", "relative_top": 0.0, "normalize": False} if method == "dola" else {}
+    if method == "sled":  # SLED's TruthfulQA MC script: 10 steps, lower bound -100, top 50, raw scores summed
+        params = {
+            "evolution_rate": 2.5,
+            "evolution_steps": 10,
+            "evolution_lower_bound": -100.0,
+            "evolution_scale": 50,
+            "normalize": False,
+        }
     free = [item.context_free] * 3 if method == "cad" else None
     expected = score(
         model, tokenizer, [item.context] * 3, list(item.choices), method, context_free_contexts=free, **params

@@ -58,6 +58,9 @@ CASES = [
     {"method": "cad", "cad_alpha": 0.5},
     {"method": "adacad"},
     {"method": "adacad", "adacad_threshold": 0.05},
+    {"method": "sled"},
+    {"method": "sled", "sled_layers": "high", "evolution_scale": 5, "repetition_penalty": 1.05},
+    {"method": "sled", "sled_layers": [0, 2, 4], "early_exit_norm": True, "evolution_steps": 3},
 ]
 
 

@@ -25,6 +25,7 @@ from .plain import PlainConfig
 from .rerank import RerankConfig
 from .ritual import RitualConfig
 from .ritual_vcd import RitualVcdConfig
+from .sled import SledConfig
 from .spec import AMATEUR, CONDITIONS, CONTEXT_FREE_PROMPT, IMAGE, MethodSpec
 from .vcd import VcdConfig
 from .vdd import VddConfig
@@ -112,6 +113,7 @@ __all__ = [
     "RerankConfig",
     "RitualConfig",
     "RitualVcdConfig",
+    "SledConfig",
     "VcdConfig",
     "VddConfig",
     "check_method",

@@ -1,7 +1,7 @@
 """Hugging Face backend: ``custom_generate`` callables for ``model.generate``."""
 
 from .condition import condition_contrast
-from .generate import adacad, cad, contrastive_search, dola, expert_amateur, greedy
+from .generate import adacad, cad, contrastive_search, dola, expert_amateur, greedy, sled
 from .layer_fusion import layer_fusion
 from .vision import ritual, ritual_vcd, vcd, vdd
 
@@ -16,6 +16,7 @@ __all__ = [
     "layer_fusion",
     "ritual",
     "ritual_vcd",
+    "sled",
     "vcd",
     "vdd",
 ]

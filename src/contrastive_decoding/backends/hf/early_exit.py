@@ -1,4 +1,4 @@
-"""Early-exit heads for DoLa: the LM head applied to intermediate hidden states, all candidate layers
+"""Early-exit heads for DoLa and SLED: the LM head applied to intermediate hidden states, all candidate layers
 stacked in one matmul."""
 
 from __future__ import annotations
@@ -28,17 +28,18 @@ def final_norm(model: PreTrainedModel) -> torch.nn.Module:
     return children[name]
 
 
-def check_dola_architecture(model: PreTrainedModel) -> None:
+def check_dola_architecture(model: PreTrainedModel, method: str = "DoLa") -> None:
     """Early exits need a decoder-only model with an LM head and ``num_hidden_layers`` layer outputs (any
     architecture whose ``forward`` returns ``hidden_states``); the LM head's post-processing (soft-capping,
-    logit scales) is :class:`OutputHead`'s, checked against the model's own logits at the first step."""
+    logit scales) is :class:`OutputHead`'s, checked against the model's own logits at the first step.
+    ``method`` names the method in the errors (DoLa, SLED)."""
     config = model.config.get_text_config()
     if model.config.is_encoder_decoder:
-        raise ValueError(f"DoLa needs a decoder-only model; {type(model).__name__} is an encoder-decoder")
+        raise ValueError(f"{method} needs a decoder-only model; {type(model).__name__} is an encoder-decoder")
     if model.get_output_embeddings() is None:
-        raise ValueError(f"DoLa needs an LM head; {type(model).__name__} has no output embeddings")
+        raise ValueError(f"{method} needs an LM head; {type(model).__name__} has no output embeddings")
     if not isinstance(getattr(config, "num_hidden_layers", None), int):
-        raise ValueError(f"DoLa needs config.num_hidden_layers; {type(model).__name__}'s config has none")
+        raise ValueError(f"{method} needs config.num_hidden_layers; {type(model).__name__}'s config has none")
 
 
 class EarlyExitHeads:
@@ -50,12 +51,21 @@ class EarlyExitHeads:
     """
 
     def __init__(
-        self, model: PreTrainedModel, dola_layers: str | tuple[int, ...], *, apply_final_norm: bool = False
+        self,
+        model: PreTrainedModel,
+        dola_layers: str | tuple[int, ...] = "high",
+        *,
+        apply_final_norm: bool = False,
+        layers: list[int] | None = None,
+        method: str = "DoLa",
     ):
-        check_dola_architecture(model)
+        """``layers``: the resolved layer indices (SLED's); else DoLa's ``dola_layers`` bucket or list."""
+        check_dola_architecture(model, method)
         config = model.config.get_text_config()
-        self.layers = candidate_layers(
-            dola_layers, config.num_hidden_layers, bool(config.tie_word_embeddings)
+        self.layers = (
+            list(layers)
+            if layers is not None
+            else candidate_layers(dola_layers, config.num_hidden_layers, bool(config.tie_word_embeddings))
         )
         self.head = OutputHead(model)
         self.final_norm = final_norm(model) if apply_final_norm else None

@@ -30,6 +30,7 @@ from ...decoding import context as context_math
 from ...decoding import contrastive_search as cs_math
 from ...decoding import dola as dola_math
 from ...decoding import expert_amateur as ea_math
+from ...decoding import sled as sled_math
 from ...samplers.seeding import SeedArg
 from ...vocabulary import check_same_tokenizer as check_same_tokenizer  # re-exported for cli serve
 from ...vocabulary import check_same_vocabulary, checkpoint_tokenizer
@@ -42,6 +43,7 @@ from .steppers import (
     DolaStepper,
     ExpertAmateurStepper,
     PlainStepper,
+    SledStepper,
 )
 
 GenerateResult = torch.Tensor | GenerateDecoderOnlyOutput
@@ -194,6 +196,40 @@ def dola(
         model, "dola", input_ids, logits_processor, stopping_criteria, generation_config, model_kwargs, seed
     )
     stepper = DolaStepper(model, prompt, cfg, controls.outputs)
+    return run_decode_loop(input_ids, stepper, controls, prompt.attention_mask)
+
+
+def sled(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    logits_processor: LogitsProcessorList | None = None,
+    stopping_criteria: StoppingCriteriaList | None = None,
+    generation_config: GenerationConfig | None = None,
+    evolution_rate: float = 2.0,
+    evolution_scale: int = 10,
+    evolution_lower_bound: float = -1000.0,
+    sled_layers: str | list[int] = "all",
+    evolution_steps: int = 1,
+    early_exit_norm: bool = False,
+    seed: SeedArg = None,
+    **model_kwargs: Any,
+) -> GenerateResult:
+    """SLED (Zhang et al., 2024): the final logits evolved toward a latent distribution estimated from the
+    early layers (``sled_layers`` "all" (default) | "low" | "high" | list), over the final layer's top
+    ``evolution_scale`` tokens; the rest score ``evolution_lower_bound``. SLED advises
+    ``evolution_rate`` 0.5..3, ``evolution_scale`` 5..20 and ``repetition_penalty`` 1.01..1.05."""
+    cfg = sled_math.SledConfig(
+        evolution_rate=evolution_rate,
+        evolution_scale=evolution_scale,
+        evolution_lower_bound=evolution_lower_bound,
+        sled_layers=sled_layers,
+        evolution_steps=evolution_steps,
+        early_exit_norm=early_exit_norm,
+    )
+    controls, prompt = _prepare(
+        model, "sled", input_ids, logits_processor, stopping_criteria, generation_config, model_kwargs, seed
+    )
+    stepper = SledStepper(model, prompt, cfg, controls.outputs)
     return run_decode_loop(input_ids, stepper, controls, prompt.attention_mask)
 
 

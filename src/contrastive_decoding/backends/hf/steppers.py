@@ -16,6 +16,7 @@ from ...decoding import context as context_math
 from ...decoding import contrastive_search as cs_math
 from ...decoding import dola as dola_math
 from ...decoding import expert_amateur as ea_math
+from ...decoding import sled as sled_math
 from .early_exit import EarlyExitHeads
 from .inputs import StackedPrompts, Variant, check_model_accepts, stack_prompts
 from .loop import NO_OUTPUTS, OutputRequest
@@ -185,6 +186,35 @@ class DolaStepper:
 
     def past_key_values(self):
         return self.runner.cache
+
+
+class SledStepper(DolaStepper):
+    """Final-layer logits evolved toward SLED's latent distribution from the early layers: DoLa's stepper
+    (decoder body after the prefill, final and early exits in one matmul) with SLED's math."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        prompt: PromptInputs,
+        cfg: sled_math.SledConfig,
+        requested: OutputRequest = NO_OUTPUTS,
+    ):
+        self.cfg = cfg
+        self.requested = requested
+        config = model.config
+        layers = sled_math.early_exit_layers(
+            cfg.sled_layers, config.num_hidden_layers, bool(config.tie_word_embeddings)
+        )
+        self.heads = EarlyExitHeads(model, layers=layers, apply_final_norm=cfg.early_exit_norm, method="SLED")
+        self.runner = SequenceRunner(
+            model, prompt, output_hidden_states=True, output_attentions=requested.attentions
+        )
+        self.last = None
+
+    def _scores(self, outputs) -> tuple[torch.Tensor, torch.Tensor]:
+        self.last = outputs
+        final_logits, early_logits = self.heads(outputs.hidden_states)  # [B, V], [L, B, V]
+        return sled_math.sled_scores(final_logits, early_logits, self.cfg), final_logits
 
 
 class ExpertAmateurStepper:

@@ -16,6 +16,8 @@ fills in):
   layers of the rows that ask for DoLa only through the model's own ``compute_logits`` (its tensor-parallel LM
   head and logits processor, with Gemma's soft-capping or Granite's logit scale, as the Hugging Face backend's
   ``OutputHead`` applies them), in one call, and writes the DoLa scores into those rows.
+- **SLED**: the same early exits, projected for the rows that ask for SLED, evolve those rows' final logits
+  (:meth:`ContrastiveMixin._sled`).
 - **Expert-amateur** (``contrastive_amateur_model``: a checkpoint directory with the same tokenizer, any
   architecture vLLM implements): the amateur is a submodule run inside the same ``forward`` on the same tokens and
   positions; its attention layers get their own KV cache under the ``amateur.`` prefix with the same block
@@ -42,6 +44,7 @@ from vllm.sequence import IntermediateTensors
 
 from ...decoding import dola as dola_math
 from ...decoding import expert_amateur as ea_math
+from ...decoding import sled as sled_math
 from .plugin import AMATEUR_KEY, EARLY_EXIT_MODES, EARLY_EXITS_KEY, base_architecture, wrapper_architecture
 from .requests import MethodRequest
 from .rows import engine_row_table
@@ -232,6 +235,9 @@ class ContrastiveMixin:
             self._dola(hidden_states, logits, dola_rows)
         if amateur_rows:
             self._expert_amateur(hidden_states, logits, amateur_rows)
+        sled_rows = {row: request for row, request in rows.items() if request.method == "sled"}
+        if sled_rows:
+            self._sled(hidden_states, logits, sled_rows)
 
     def _dola(
         self, hidden_states: torch.Tensor, logits: torch.Tensor, rows: dict[int, MethodRequest]
@@ -263,6 +269,29 @@ class ContrastiveMixin:
             group_early = projected[norm][layer_index][:, group_positions]  # [L, G, V]
             scores, _ = dola_math.contrast(logits[group_rows], group_early, config)  # [G, V]
             logits[group_rows] = scores.to(logits.dtype)
+
+    def _sled(
+        self, hidden_states: torch.Tensor, logits: torch.Tensor, rows: dict[int, MethodRequest]
+    ) -> None:
+        """Write SLED's evolved scores into ``logits`` [R, V] for ``rows``: per group of rows sharing a config,
+        their early exits through the LM head in one call, then ``sled.sled_scores`` (the HF backend's math)."""
+        width, num_layers = self.hidden_size, self.num_layers
+        groups: dict[object, list[int]] = {}
+        for row, request in sorted(rows.items()):
+            groups.setdefault(request.config, []).append(row)
+        for config, group in groups.items():
+            layers = sled_math.early_exit_layers(config.sled_layers, num_layers, self.tie_word_embeddings)
+            group_rows = torch.tensor(group, device=hidden_states.device)
+            early = hidden_states[group_rows, width : width * (1 + num_layers)].view(
+                len(group), num_layers, width
+            )
+            early = early[:, layers].transpose(0, 1).reshape(-1, width)  # [L * G, H]
+            if config.early_exit_norm:
+                early = self._final_norm(early)
+            early_logits = super().compute_logits(early).view(len(layers), len(group), -1)  # [L, G, V]
+            logits_rows = group_rows.to(logits.device)
+            scores = sled_math.sled_scores(logits[logits_rows], early_logits, config)  # [G, V]
+            logits[logits_rows] = scores.to(logits.dtype)
 
     def _final_norm(self, states: torch.Tensor) -> torch.Tensor:
         if self.final_norm_name is None:
