@@ -53,6 +53,11 @@ def test_greedy_text_matches_model_generate(model, tokenizer):
         ("dola", {"do_sample": True, "top_p": 0.9, "temperature": 0.7, "seed": 3}),
         ("sled", {"evolution_rate": 1.5, "sled_layers": "high", "repetition_penalty": 1.05}),
         ("sled", {"do_sample": True, "temperature": 0.7, "seed": 3}),
+        ("greedy", {"do_sample": True, "temperature": 2.0, "min_p": 0.1, "top_n_sigma": 1.0, "seed": 3}),
+        (
+            "cad",
+            {"do_sample": True, "temperature": 2.0, "epsilon_cutoff": 1e-3, "eta_cutoff": 1e-3, "seed": 4},
+        ),
     ],
 )
 def test_every_method_batched_equals_one_by_one(model, amateur, tokenizer, method, params):
@@ -78,6 +83,20 @@ def test_every_method_batched_equals_one_by_one(model, amateur, tokenizer, metho
         assert alone.text == batched[index].text
 
 
+def test_unseeded_top_n_sigma_runs_our_loop(model, tokenizer):
+    """transformers' generate has no top_n_sigma: plain sampling with it goes through our decode loop, which
+    draws from the global RNG as transformers does (same tokens after the same manual_seed)."""
+    params = {"do_sample": True, "temperature": 2.0, "top_n_sigma": 0.5, "max_new_tokens": 8}
+    torch.manual_seed(0)
+    first = generate_outputs(model, tokenizer, PROMPTS, "greedy", **params)
+    torch.manual_seed(0)
+    again = generate_outputs(model, tokenizer, PROMPTS, "greedy", **params)
+    assert [o.token_ids for o in first] == [o.token_ids for o in again]
+    torch.manual_seed(0)
+    wider = generate_outputs(model, tokenizer, PROMPTS, "greedy", **{**params, "top_n_sigma": 3.0})
+    assert [o.token_ids for o in first] != [o.token_ids for o in wider]
+
+
 def test_outputs_stop_at_eos(model, tokenizer):
     for output in generate_outputs(model, tokenizer, PROMPTS, "greedy", max_new_tokens=20):
         ids = output.token_ids
@@ -101,6 +120,10 @@ def test_unknown_parameter_lists_valid_ones(model, tokenizer):
         ({"cad_alpha": 200.0}, r"cad_alpha must be in \[0, 100\], got 200.0"),
         ({"temperature": 0.0, "do_sample": True}, r"temperature must be in \(0, inf\)"),
         ({"typical_p": 1.5, "do_sample": True}, r"typical_p must be in \(0, 1\]"),
+        (
+            {"eta_cutoff": 1.0, "do_sample": True},
+            r"eta_cutoff must be in \[0, 1\) \(0 disables it\), got 1.0",
+        ),
         ({"repetition_penalty": -1.0}, r"repetition_penalty must be in \(0, inf\)"),
     ],
 )

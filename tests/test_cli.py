@@ -88,6 +88,24 @@ def test_models_list():
         ("adacad", []),
         ("expert_amateur", ["--set", "contrast_beta=0.5"]),
         ("sled", ["--set", "evolution_rate=1.5", "--set", "sled_layers=[0,2,4]"]),
+        (
+            "greedy",
+            ["--set", "do_sample=true", "--set", "min_p=0.1", "--set", "seed=0", "--set", "temperature=2"],
+        ),
+        ("greedy", ["--set", "do_sample=true", "--set", "top_n_sigma=1.0", "--set", "seed=0"]),
+        (
+            "cad",
+            [
+                "--set",
+                "do_sample=true",
+                "--set",
+                "top_n_sigma=1.0",
+                "--set",
+                "eta_cutoff=0.002",
+                "--set",
+                "seed=1",
+            ],
+        ),
     ],
 )
 def test_generate_jsonl_equals_the_library(checkpoints, tmp_path, method, settings):
@@ -146,6 +164,11 @@ def test_table_says_what_a_skipped_method_needs(checkpoints):
         (["--method", "dola", "--set", "dola_layer=high"], "Did you mean 'dola_layers'?"),
         (["--method", "dola", "--set", "novalue"], "expected key=value"),
         (["--method", "expert_amateur"], "expert_amateur needs an amateur model"),
+        (
+            ["--set", "do_sample=true", "--set", "top_n_sigma=-1"],
+            "top_n_sigma must be in [0, inf) (0 disables it)",
+        ),
+        (["--set", "min_p=1.5"], "min_p must be in [0, 1] (0 disables it), got 1.5"),
     ],
 )
 def test_bad_input_gives_one_clear_error(checkpoints, tmp_path, args, message):

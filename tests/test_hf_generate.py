@@ -1,6 +1,7 @@
 """The drop-in ``model.generate(custom_generate=...)`` callables keep transformers' generate contract:
 streamers, stopping criteria, user logits processors, EOS / padding, ``return_dict_in_generate`` outputs,
-sampling (seeded, typical / top-p / top-k / temperature), and one clear error per bad input."""
+sampling (seeded, typical / top-p / top-k / temperature / min-p / top-nσ / epsilon / eta), and one clear error
+per bad input."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 import torch
 from transformers import (
     AutoModelForCausalLM,
+    GenerationConfig,
     GPTNeoXConfig,
     LlamaConfig,
     LogitsProcessor,
@@ -19,7 +21,13 @@ from transformers.generation.streamers import BaseStreamer
 
 import contrastive_decoding as cd
 from contrastive_decoding.backends.hf.runner import left_pad
-from contrastive_decoding.samplers import apply_temperature, apply_top_k, apply_top_p, apply_typical
+from contrastive_decoding.samplers import (
+    SamplingConfig,
+    apply_temperature,
+    apply_top_k,
+    apply_top_p,
+    apply_typical,
+)
 
 from .tiny_models import EOS_TOKEN_ID, PAD_TOKEN_ID, random_prompts, tiny_model, tiny_tokenizer
 
@@ -291,14 +299,15 @@ FLAT = {"temperature": 3.0}
 FLAT_EXTRA = {"dola": {"relative_top": 0.0}}
 
 
-def sample_rows(model, batch, method, amateur, seed, rows=None, **kwargs):
+def sample_rows(model, batch, method, amateur, seed, rows=None, max_new_tokens=8, **kwargs):
     """New tokens of ``rows`` of the batch (unpadded, alone when ``rows`` is one row), sampled with ``seed``."""
     if rows is not None:
         ids, mask = left_pad(unpad_rows(batch["input_ids"], batch["attention_mask"], rows), PAD_TOKEN_ID)
         free_ids, free_mask = left_pad(unpad_rows(batch["free_ids"], batch["free_mask"], rows), PAD_TOKEN_ID)
         batch = {"input_ids": ids, "attention_mask": mask, "free_ids": free_ids, "free_mask": free_mask}
     out = run(
-        model, batch, method, amateur, max_new_tokens=8, min_new_tokens=8, do_sample=True, seed=seed,
+        model, batch, method, amateur, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
+        do_sample=True, seed=seed,
         **FLAT, **FLAT_EXTRA.get(method, {}), **kwargs,
     )  # fmt: skip
     return out[:, batch["input_ids"].shape[1] :].tolist()
@@ -326,6 +335,95 @@ def test_seed_per_prompt_and_num_return_sequences(expert, amateur, batch):
     repeated = sample_rows(expert, batch, "cad", amateur, 7, num_return_sequences=2)
     assert repeated[0::2] == sample_rows(expert, batch, "cad", amateur, 7)
     assert repeated[1::2] == sample_rows(expert, batch, "cad", amateur, 8)
+
+
+# The newer filters, one at a time, at values that keep several tokens on the flattened tiny models.
+FILTERS = [{"min_p": 0.1}, {"top_n_sigma": 1.0}, {"epsilon_cutoff": 0.002}, {"eta_cutoff": 0.002}]
+
+
+@pytest.mark.parametrize("method", SAMPLED_METHODS)
+@pytest.mark.parametrize("filters", FILTERS, ids=[next(iter(f)) for f in FILTERS])
+def test_new_filters_apply_reproduce_and_sample_each_row_as_alone(expert, amateur, batch, method, filters):
+    """Each filter reaches the scores every sampled method draws from (the warped scores equal
+    ``SamplingConfig.warp`` of what the user's processors saw), and a seeded row samples what it samples alone."""
+    record = Record(own_prompts(batch))
+    out = run(
+        expert, batch, method, amateur, max_new_tokens=6, min_new_tokens=6, do_sample=True, seed=7, top_k=0,
+        return_dict_in_generate=True, output_scores=True, logits_processor=LogitsProcessorList([record]),
+        **FLAT, **FLAT_EXTRA.get(method, {}), **filters,
+    )  # fmt: skip
+    config = SamplingConfig(do_sample=True, **FLAT, **filters)
+    unfiltered = SamplingConfig(do_sample=True, **FLAT)
+    prompt_length = batch["input_ids"].shape[1]
+    cut = 0
+    for step, (before, after) in enumerate(zip(record.per_step(), out.scores, strict=True)):
+        torch.testing.assert_close(after, config.warp(before), rtol=0, atol=0)
+        cut += int((torch.isinf(after) & ~torch.isinf(unfiltered.warp(before))).sum())
+        chosen = out.sequences[:, prompt_length + step]
+        assert torch.isfinite(after.gather(1, chosen[:, None])).all()
+    if method != "expert_amateur":  # its plausibility head already keeps only a few likely tokens
+        assert cut > 0  # the filter did cut tokens
+    together = out.sequences[:, prompt_length:].tolist()
+    for row in (0, 2):  # the most padded row and another
+        alone = sample_rows(
+            expert, batch, method, amateur, 7, rows=[row], max_new_tokens=6, top_k=0, **filters
+        )
+        assert alone == [together[row]], f"row {row}"
+    assert sample_rows(expert, batch, method, amateur, 7, max_new_tokens=6, top_k=0, **filters) == together
+
+
+def test_unseeded_sampling_with_min_p_epsilon_eta_draws_what_transformers_draws(expert, batch):
+    """transformers' own ``MinPLogitsWarper`` / ``EpsilonLogitsWarper`` / ``EtaLogitsWarper`` and ours give the
+    same tokens for the same global seed (the warpers match bit for bit)."""
+    for filters in FILTERS[:1] + FILTERS[2:]:
+        common = dict(max_new_tokens=8, min_new_tokens=8, do_sample=True, top_k=0, temperature=2.0, **filters)
+        torch.manual_seed(5)
+        ours = run(expert, batch, "greedy", None, **common)
+        torch.manual_seed(5)
+        with torch.no_grad():
+            theirs = expert.generate(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **common
+            )
+        assert ours.tolist() == theirs.tolist(), filters
+
+
+def test_filters_come_from_kwargs_then_generation_config(expert, batch):
+    """A keyword argument wins over the ``generation_config`` passed to generate, as in transformers; top_n_sigma,
+    which transformers lacks, is read from the config's attribute of that name too."""
+
+    def warped(**kwargs):
+        record = Record(own_prompts(batch))
+        out = run(
+            expert, batch, "greedy", None, max_new_tokens=1, return_dict_in_generate=True, output_scores=True,
+            logits_processor=LogitsProcessorList([record]), seed=0, **kwargs,
+        )  # fmt: skip
+        return record.per_step()[0], out.scores[0]
+
+    config = GenerationConfig(do_sample=True, temperature=3.0, top_k=0, min_p=0.2, top_n_sigma=1.5)
+    before, after = warped(generation_config=config)
+    expected = SamplingConfig(do_sample=True, temperature=3.0, min_p=0.2, top_n_sigma=1.5).warp(before)
+    torch.testing.assert_close(after, expected, rtol=0, atol=0)
+    before, after = warped(generation_config=config, min_p=0.05, top_n_sigma=0.5)
+    expected = SamplingConfig(do_sample=True, temperature=3.0, min_p=0.05, top_n_sigma=0.5).warp(before)
+    torch.testing.assert_close(after, expected, rtol=0, atol=0)
+    # top_n_sigma alone (transformers builds no warper for it): still applied
+    before, after = warped(do_sample=True, temperature=1.0, top_k=0, top_n_sigma=0.5)
+    torch.testing.assert_close(
+        after, SamplingConfig(do_sample=True, top_n_sigma=0.5).warp(before), rtol=0, atol=0
+    )
+    assert torch.isinf(after).sum() > torch.isinf(before).sum()
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"top_n_sigma": -1.0}, r"top_n_sigma must be in \[0, inf\) \(0 disables it\), got -1.0"),
+        ({"top_n_sigma": float("inf")}, r"top_n_sigma must be in \[0, inf\)"),
+    ],
+)
+def test_bad_top_n_sigma_is_rejected(expert, batch, bad, message):
+    with pytest.raises(ValueError, match=message):
+        run(expert, batch, "greedy", None, max_new_tokens=2, do_sample=True, **bad)
 
 
 def test_unseeded_sampling_draws_what_transformers_draws(expert, batch):

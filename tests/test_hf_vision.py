@@ -129,11 +129,15 @@ def test_batched_equals_unbatched(model, family, inputs, images, method):
         assert all(token == 0 for token in together[len(alone) :])  # padded after its EOS
 
 
+@pytest.mark.parametrize(
+    "filters", [{}, {"min_p": 0.05, "top_n_sigma": 2.0}], ids=["t3", "min_p+top_n_sigma"]
+)
 @pytest.mark.parametrize("method", ["vcd", "ritual"])
-def test_seeded_sampling_batched_equals_unbatched(model, family, inputs, images, method):
-    """``seed``: each row's draws are keyed on (its seed, output position), like its perturbation."""
+def test_seeded_sampling_batched_equals_unbatched(model, family, inputs, images, method, filters):
+    """``seed``: each row's draws are keyed on (its seed, output position), like its perturbation; with the
+    sampling filters too."""
     kwargs = method_kwargs(method, family, images)
-    sampled = dict(do_sample=True, temperature=3.0)
+    sampled = dict(do_sample=True, temperature=3.0, **filters)
     batched = run(model, inputs, method, perturbation_seed=SEEDS, seed=[21, 22, 23], **sampled, **kwargs)
     width = inputs["input_ids"].shape[1]
     for row in range(len(PROMPT_LENGTHS)):

@@ -46,6 +46,12 @@ def test_one_sample_one_beam_is_plain_seeded_sampling(model, tokenizer, segment_
     assert token_ids(model, tokenizer, num_samples=1, segment_length=segment_length, **params) == plain
 
 
+def test_one_sample_with_the_new_filters_is_plain_seeded_sampling(model, tokenizer):
+    params = {"max_new_tokens": 8, **SAMPLING, "temperature": 2.0, "top_n_sigma": 1.0, "min_p": 0.05}
+    plain = token_ids(model, tokenizer, "plain", **params)
+    assert token_ids(model, tokenizer, num_samples=1, **params) == plain
+
+
 # ------------------------------------------------------------------------------- against reference loops
 
 

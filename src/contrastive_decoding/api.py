@@ -135,8 +135,8 @@ def generate_outputs(
             "amateur_instruction / truthful_instruction are layer_fusion's; drop them for " + method
         )
     seeded = _seeded_kwargs(generate_kwargs, seed)
-    if method == registry.PLAIN and seeded:
-        # transformers' own sampling draws from the global RNG: our loop keys each row
+    if method == registry.PLAIN and (seeded or "top_n_sigma" in generate_kwargs):
+        # transformers' own sampling draws from the global RNG and has no top-nσ: our loop keys each row
         function = registry.load(spec.hf_function)
 
     outputs: list[GenerationOutput] = []
@@ -246,7 +246,7 @@ def _generate_with_images(
         if method == "vdd":
             call_kwargs["image_token_ids"] = processor_image_token_ids(processor)
         function = _hf_function(call)
-        if method == registry.PLAIN and seeded:
+        if method == registry.PLAIN and (seeded or "top_n_sigma" in generate_kwargs):
             function = image_greedy
         if function is not None:
             call_kwargs.update(custom_generate=function, **seeded)

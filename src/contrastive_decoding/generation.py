@@ -12,6 +12,9 @@ from typing import Any
 
 from .samplers.config import SamplingConfig
 
+# The sampling filters beside temperature / top_k / top_p: transformers' ``GenerationConfig`` names
+# (top_n_sigma, which transformers lacks, is llama.cpp's), each off at its default.
+FILTER_PARAMETERS = ("typical_p", "min_p", "top_n_sigma", "epsilon_cutoff", "eta_cutoff")
 # Parameters of plain generation that every method accepts (contrastive search's own ``top_k`` wins).
 SAMPLING_PARAMETERS = (
     "do_sample",
@@ -19,6 +22,10 @@ SAMPLING_PARAMETERS = (
     "top_k",
     "top_p",
     "typical_p",
+    "min_p",
+    "top_n_sigma",
+    "epsilon_cutoff",
+    "eta_cutoff",
     "seed",
     "repetition_penalty",
 )
@@ -33,7 +40,11 @@ class GenerationOutput:
 
 
 def sampling_kwargs(sampling_params: dict[str, Any]) -> tuple[dict[str, Any], int | None]:
-    """Validate sampling parameters; return (kwargs for ``model.generate``, seed or None)."""
+    """Validate sampling parameters; return (kwargs for ``model.generate``, seed or None).
+
+    When sampling, the kwargs hold temperature / top_k / top_p / typical_p always and min_p / top_n_sigma /
+    epsilon_cutoff / eta_cutoff only when they are on (``top_n_sigma`` is not a transformers generate argument:
+    only our ``custom_generate`` callables take it)."""
     params = dict(sampling_params)
     repetition_penalty = params.pop("repetition_penalty", None)
     config = SamplingConfig(**params)  # validates ranges
@@ -41,6 +52,9 @@ def sampling_kwargs(sampling_params: dict[str, Any]) -> tuple[dict[str, Any], in
     if config.do_sample:
         kwargs.update(
             temperature=config.temperature, top_k=config.top_k, top_p=config.top_p, typical_p=config.typical_p
+        )
+        kwargs.update(
+            {name: getattr(config, name) for name in FILTER_PARAMETERS[1:] if getattr(config, name) != 0.0}
         )
     if repetition_penalty is not None:
         if not isinstance(repetition_penalty, (int, float)) or repetition_penalty <= 0:

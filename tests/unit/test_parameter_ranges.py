@@ -88,3 +88,26 @@ def test_parameter_specs_lists_every_parameter_with_its_default():
     }  # fmt: skip
     assert specs["dola_layers"]["range"]["choices"] == ["low", "high"]
     assert parameter_specs("greedy") == {}
+
+
+FILTERS = ("typical_p", "min_p", "top_n_sigma", "epsilon_cutoff", "eta_cutoff")
+
+
+@pytest.mark.parametrize("name", FILTERS)
+def test_sampling_filter_ranges_served_agree_with_validation(name):
+    """The ranges ``/v1/contrastive/methods`` serves for the sampling filters are the ones ``SamplingConfig``
+    (hence both backends) enforces, and the default it serves is the filter's off value."""
+    from contrastive_decoding.backends.vllm.middleware import SAMPLING_FIELDS
+    from contrastive_decoding.generation import SAMPLING_PARAMETERS
+    from contrastive_decoding.samplers import SamplingConfig
+
+    assert set(SAMPLING_FIELDS) == set(SAMPLING_PARAMETERS)
+    field = SAMPLING_FIELDS[name]
+    assert field["default"] == getattr(SamplingConfig(), name)
+    accepted, rejected = number_cases(field[RANGE_KEY])
+    for value in accepted:
+        if value is not None and value != float("inf"):
+            SamplingConfig(**{name: value})
+    for value in rejected:
+        with pytest.raises(ValueError, match=name):
+            SamplingConfig(**{name: value})

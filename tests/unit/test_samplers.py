@@ -6,6 +6,10 @@ import pytest
 import torch
 from transformers import GenerationConfig, LogitsProcessorList
 from transformers.generation.logits_process import (
+    EpsilonLogitsWarper,
+    EtaLogitsWarper,
+    LogitNormalization,
+    MinPLogitsWarper,
     RepetitionPenaltyLogitsProcessor,
     TemperatureLogitsWarper,
     TopKLogitsWarper,
@@ -17,13 +21,22 @@ from contrastive_decoding.backends.hf.sampling import (
     SamplingLogitsWarper,
     sampling_config_from_generation_config,
     strip_hf_sampling_warpers,
+    warper_position,
 )
 from contrastive_decoding.samplers import (
     SamplingConfig,
+    apply_epsilon,
+    apply_epsilon_unchecked,
+    apply_eta,
+    apply_eta_unchecked,
+    apply_min_p,
+    apply_min_p_unchecked,
     apply_temperature,
     apply_temperature_unchecked,
     apply_top_k,
     apply_top_k_unchecked,
+    apply_top_n_sigma,
+    apply_top_n_sigma_unchecked,
     apply_top_p,
     apply_top_p_unchecked,
     apply_typical,
@@ -102,6 +115,60 @@ def test_relative_top_mask_by_hand():
     assert relative_top_mask(scores.log_softmax(-1) + 5.0, 0.1).tolist() == [[True, True, False, False]]
 
 
+def test_min_p_by_hand():
+    scores = logits_of(0.5, 0.3, 0.15, 0.05)
+    assert kept(apply_min_p(scores, 0.2)) == [0, 1, 2]  # keeps p >= 0.1
+    assert kept(apply_min_p(scores, 0.4)) == [0, 1]  # keeps p >= 0.2
+    assert kept(apply_min_p(scores, 1.0)) == [0]
+    assert kept(apply_min_p(scores, 1.0, min_tokens_to_keep=3)) == [0, 1, 2]
+    assert kept(apply_min_p(scores, 0.0)) == [0, 1, 2, 3]
+
+
+def test_epsilon_by_hand():
+    scores = logits_of(0.5, 0.3, 0.15, 0.05)
+    assert kept(apply_epsilon(scores, 0.1)) == [0, 1, 2]
+    assert kept(apply_epsilon(scores, 0.2)) == [0, 1]
+    assert kept(apply_epsilon(scores, 0.6)) == [0]  # nothing reaches it: the most likely token stays
+    assert kept(apply_epsilon(scores, 0.6, min_tokens_to_keep=2)) == [0, 1]
+
+
+def test_eta_by_hand():
+    # H(0.5, 0.3, 0.15, 0.05) = 1.1422 nats, exp(-H) = 0.3191
+    scores = logits_of(0.5, 0.3, 0.15, 0.05)
+    assert kept(apply_eta(scores, 0.1)) == [0, 1, 2]  # eta = min(0.1, sqrt(0.1) * 0.3191 = 0.1009) = 0.1
+    assert kept(apply_eta(scores, 0.5)) == [0, 1]  # eta = min(0.5, sqrt(0.5) * 0.3191 = 0.2256)
+    # eta = min(0.9, sqrt(0.9) * 0.3191 = 0.3027): the entropy term decides, and it just removes p = 0.3
+    assert kept(apply_eta(scores, 0.9)) == [0]
+    assert kept(apply_epsilon(scores, 0.5)) == [0]  # where eta 0.5 kept token 1, epsilon 0.5 does not
+
+
+def test_top_n_sigma_by_hand():
+    # logits 4, 2, 1, 0, -1: mean 1.2, population variance 14.8 / 5 = 2.96, sigma = 1.7205
+    scores = torch.tensor([[4.0, 2.0, 1.0, 0.0, -1.0]])
+    assert kept(apply_top_n_sigma(scores, 1.0)) == [0]  # cutoff 2.28
+    assert kept(apply_top_n_sigma(scores, 1.2)) == [0, 1]  # cutoff 1.94
+    assert kept(apply_top_n_sigma(scores, 2.0)) == [0, 1, 2]  # cutoff 0.56
+    assert kept(apply_top_n_sigma(scores, 3.0)) == [0, 1, 2, 3, 4]
+    # the population sigma, as llama.cpp (the sample sigma 1.9235 would put the cutoff at 1.98 and keep token 1)
+    assert kept(apply_top_n_sigma(scores, 1.05)) == [0]
+    # tokens already at -inf do not count (llama.cpp): the same answers with masked tokens appended
+    masked = torch.cat([scores, torch.full((1, 3), -math.inf)], dim=-1)
+    for n in (1.0, 1.2, 2.0, 3.0):
+        assert kept(apply_top_n_sigma(masked, n)) == kept(apply_top_n_sigma(scores, n))
+    # the kept set does not depend on the temperature; the top token always stays
+    for temperature in (0.3, 0.7, 2.0):
+        assert kept(apply_top_n_sigma(scores / temperature, 1.2)) == [0, 1]
+    assert kept(apply_top_n_sigma(torch.tensor([[1.0, 1.0, 1.0]]), 0.5)) == [0, 1, 2]  # sigma 0: ties stay
+
+
+def test_top_n_sigma_over_the_vocabulary(random_logits):
+    """With no masked tokens: keep exactly the scores >= max - n * std(correction=0) over the vocabulary."""
+    for n in (0.5, 1.0, 2.0):
+        std, _ = torch.std_mean(random_logits, dim=-1, keepdim=True, correction=0)
+        expected = random_logits >= random_logits.amax(-1, keepdim=True) - n * std
+        assert torch.equal(torch.isfinite(apply_top_n_sigma(random_logits, n)), expected)
+
+
 # --- equality with transformers -----------------------------------------------------------------------
 
 
@@ -152,6 +219,52 @@ def test_typical_matches_transformers_with_ties_and_masked_tokens():
         assert_same_filter(apply_typical(scores, mass), TypicalLogitsWarper(mass)(None, scores))
 
 
+@pytest.mark.parametrize("min_tokens_to_keep", [1, 3])
+@pytest.mark.parametrize(
+    ("ours", "theirs", "values"),
+    [
+        (apply_min_p, MinPLogitsWarper, [0.0, 0.01, 0.05, 0.1, 0.2, 0.5, 0.9, 1.0]),
+        (apply_epsilon, EpsilonLogitsWarper, [3e-4, 1e-3, 0.01, 0.1, 0.5, 0.9]),
+        (apply_eta, EtaLogitsWarper, [3e-4, 1e-3, 4e-3, 0.01, 0.1, 0.5, 0.9]),
+    ],
+    ids=["min_p", "epsilon", "eta"],
+)
+def test_min_p_epsilon_eta_match_transformers(random_logits, ours, theirs, values, min_tokens_to_keep):
+    scores = random_logits.clone()
+    scores[0, :10] = -math.inf  # masked tokens
+    scores[1, :20] = scores[1, 20]  # ties
+    for value in values:
+        warper = theirs(value, min_tokens_to_keep=min_tokens_to_keep)
+        expected = warper(None, scores)
+        assert_same_filter(ours(scores, value, min_tokens_to_keep), expected)
+        per_row = torch.full((8,), value, dtype=torch.float64)
+        assert_same_filter(ours(scores, per_row, min_tokens_to_keep), expected)
+
+
+def test_config_warp_matches_transformers_chain_with_every_filter(random_logits):
+    """transformers' order (``_get_logits_processor``): temperature, top-k, top-p, min-p, typical, epsilon, eta."""
+    config = SamplingConfig(
+        do_sample=True, temperature=0.7, top_k=200, top_p=0.99, min_p=0.01, typical_p=0.99,
+        epsilon_cutoff=3e-4, eta_cutoff=3e-4,
+    )  # fmt: skip
+    chain = LogitsProcessorList(
+        [
+            TemperatureLogitsWarper(0.7),
+            TopKLogitsWarper(200),
+            TopPLogitsWarper(0.99),
+            MinPLogitsWarper(0.01),
+            TypicalLogitsWarper(0.99),
+            EpsilonLogitsWarper(3e-4),
+            EtaLogitsWarper(3e-4),
+        ]
+    )
+    assert_same_filter(config.warp(random_logits), chain(None, random_logits))
+    # top-n-sigma comes right after temperature, on the temperature-scaled scores
+    with_sigma = SamplingConfig(do_sample=True, temperature=0.7, top_n_sigma=1.0, min_p=0.01)
+    expected = apply_min_p(apply_top_n_sigma(apply_temperature(random_logits, 0.7), 1.0), 0.01)
+    assert_same_filter(with_sigma.warp(random_logits), expected)
+
+
 def test_config_warp_matches_transformers_chain(random_logits):
     config = SamplingConfig(do_sample=True, temperature=0.7, top_k=50, top_p=0.9, typical_p=0.95)
     chain = LogitsProcessorList(
@@ -169,6 +282,11 @@ MIXED = [
     (apply_top_p, torch.tensor([1.0, 0.5, 1.0, 0.9]), {}),
     (apply_typical, torch.tensor([1.0, 0.5, 1.0, 0.9]), {}),
     (apply_top_p, torch.tensor([1.0, 0.5, 1.0, 0.9]), {"min_tokens_to_keep": 4}),
+    (apply_min_p, torch.tensor([0.0, 0.2, 0.0, 0.05], dtype=torch.float64), {}),
+    (apply_min_p, torch.tensor([0.0, 1.0, 0.0, 0.5], dtype=torch.float64), {"min_tokens_to_keep": 3}),
+    (apply_top_n_sigma, torch.tensor([0.0, 1.0, 0.0, 2.5]), {}),
+    (apply_epsilon, torch.tensor([0.0, 0.01, 0.0, 0.002], dtype=torch.float64), {}),
+    (apply_eta, torch.tensor([0.0, 0.01, 0.0, 0.002], dtype=torch.float64), {}),
 ]
 
 
@@ -197,7 +315,16 @@ def test_mixed_relative_top_mask():
 
 
 def test_off_values_are_identity_and_copies(random_logits):
-    for warp, off in ((apply_temperature, 1.0), (apply_top_k, 0), (apply_top_p, 1.0), (apply_typical, 1.0)):
+    for warp, off in (
+        (apply_temperature, 1.0),
+        (apply_top_k, 0),
+        (apply_top_p, 1.0),
+        (apply_typical, 1.0),
+        (apply_min_p, 0.0),
+        (apply_top_n_sigma, 0.0),
+        (apply_epsilon, 0.0),
+        (apply_eta, 0.0),
+    ):
         out = warp(random_logits, off)
         assert torch.equal(out, random_logits) and out is not random_logits
     assert SamplingConfig(do_sample=True).warp(random_logits).equal(random_logits)
@@ -363,6 +490,10 @@ def test_unchecked_forms_equal_checked_ones_and_skip_off_values(random_logits):
         (apply_top_k, apply_top_k_unchecked, 20, 0),
         (apply_top_p, apply_top_p_unchecked, 0.8, 1.0),
         (apply_typical, apply_typical_unchecked, 0.8, 1.0),
+        (apply_min_p, apply_min_p_unchecked, 0.1, 0.0),
+        (apply_top_n_sigma, apply_top_n_sigma_unchecked, 1.0, 0.0),
+        (apply_epsilon, apply_epsilon_unchecked, 1e-3, 0.0),
+        (apply_eta, apply_eta_unchecked, 1e-3, 0.0),
     ):
         assert_same_filter(unchecked(random_logits, value), checked(random_logits, value))
         per_row = torch.full((8,), value, dtype=torch.long if isinstance(value, int) else torch.float64)
@@ -377,6 +508,9 @@ def test_hot_path_makes_no_python_level_host_syncs(monkeypatch, random_logits):
         SamplingConfig(do_sample=True, temperature=0.7, top_k=20, top_p=0.9, typical_p=0.95, seed=s)
         for s in range(8)
     ]
+    filters = SamplingConfig(
+        do_sample=True, min_p=0.05, top_n_sigma=1.0, epsilon_cutoff=1e-3, eta_cutoff=1e-3, seed=1
+    )
     mixed = [SamplingConfig(), SamplingConfig(do_sample=True, top_p=0.5), *configs[2:]]
 
     def sync(*args, **kwargs):
@@ -393,6 +527,11 @@ def test_hot_path_makes_no_python_level_host_syncs(monkeypatch, random_logits):
     apply_typical_unchecked(random_logits, torch.full((8,), 0.9, dtype=torch.float64))
     apply_top_p_unchecked(random_logits, torch.full((8,), 0.9, dtype=torch.float64))
     apply_top_k_unchecked(random_logits, torch.full((8,), 3))
+    select_tokens(random_logits, [filters, *configs[1:]], positions=list(range(8)))
+    per_row = torch.full((8,), 0.01, dtype=torch.float64)
+    for unchecked in (apply_min_p_unchecked, apply_top_n_sigma_unchecked, apply_epsilon_unchecked):
+        unchecked(random_logits, per_row)
+    apply_eta_unchecked(random_logits, per_row)
 
 
 def test_samplers_import_neither_transformers_nor_vllm():
@@ -418,6 +557,14 @@ def test_samplers_import_neither_transformers_nor_vllm():
         ({"top_p": 1.5}, "top_p"),
         ({"typical_p": 0.0}, "typical_p"),
         ({"typical_p": 1.01}, "typical_p"),
+        ({"min_p": -0.1}, r"min_p must be in \[0, 1\] \(0 disables it\), got -0.1"),
+        ({"min_p": 1.5}, r"min_p must be in \[0, 1\]"),
+        ({"top_n_sigma": -1.0}, r"top_n_sigma must be in \[0, inf\) \(0 disables it\), got -1.0"),
+        ({"top_n_sigma": math.inf}, r"top_n_sigma must be in \[0, inf\)"),
+        ({"epsilon_cutoff": 1.0}, r"epsilon_cutoff must be in \[0, 1\) \(0 disables it\), got 1.0"),
+        ({"epsilon_cutoff": -1e-3}, r"epsilon_cutoff must be in \[0, 1\)"),
+        ({"eta_cutoff": 1.0}, r"eta_cutoff must be in \[0, 1\) \(0 disables it\), got 1.0"),
+        ({"eta_cutoff": "0.1"}, r"eta_cutoff must be in \[0, 1\)"),
         ({"seed": "x"}, "seed"),
         ({"do_sample": 1}, "do_sample"),
     ],
@@ -447,6 +594,14 @@ def test_function_validation_names_parameter():
         apply_typical(scores, 0.0)
     with pytest.raises(ValueError, match="alpha"):
         relative_top_mask(scores, 1.5)
+    with pytest.raises(ValueError, match=r"min_p must be in \[0, 1\]"):
+        apply_min_p(scores, torch.tensor([0.5, 1.5]))
+    with pytest.raises(ValueError, match=r"top_n_sigma must be in \[0, inf\)"):
+        apply_top_n_sigma(scores, -0.5)
+    with pytest.raises(ValueError, match=r"epsilon_cutoff must be in \[0, 1\)"):
+        apply_epsilon(scores, 1.0)
+    with pytest.raises(ValueError, match=r"eta_cutoff must be in \[0, 1\)"):
+        apply_eta(scores, torch.tensor([0.1, -0.1]))
     with pytest.raises(ValueError, match="min_tokens_to_keep"):
         apply_top_p(scores, 0.5, min_tokens_to_keep=0)
 
@@ -464,14 +619,20 @@ def test_strip_hf_sampling_warpers_keeps_others_in_order():
             TopKLogitsWarper(5),
             penalty_2,
             TopPLogitsWarper(0.9),
+            MinPLogitsWarper(0.1),
             TypicalLogitsWarper(0.8),
+            EpsilonLogitsWarper(0.01),
+            EtaLogitsWarper(0.01),
         ]
     )
     kept_list, position = strip_hf_sampling_warpers(processors)
     assert isinstance(kept_list, LogitsProcessorList)
     assert list(kept_list) == [penalty, penalty_2] and position == 1
-    assert len(processors) == 6  # input untouched
+    assert len(processors) == 9  # input untouched
     assert strip_hf_sampling_warpers(LogitsProcessorList([penalty])) == (LogitsProcessorList([penalty]), None)
+    # where warpers go when transformers built none (top_n_sigma alone): before the final renormalisation
+    assert warper_position(LogitsProcessorList([penalty, LogitNormalization()])) == 1
+    assert warper_position(LogitsProcessorList([penalty])) == 1
 
 
 def test_sampling_config_from_generation_config():
@@ -482,6 +643,14 @@ def test_sampling_config_from_generation_config():
     assert sampling_config_from_generation_config(GenerationConfig(do_sample=True)) == SamplingConfig(
         do_sample=True
     )
+    filters = GenerationConfig(
+        do_sample=True, min_p=0.1, epsilon_cutoff=1e-3, eta_cutoff=2e-3, top_n_sigma=1.5, top_k=0
+    )
+    expected = SamplingConfig(
+        do_sample=True, min_p=0.1, epsilon_cutoff=1e-3, eta_cutoff=2e-3, top_n_sigma=1.5
+    )
+    assert sampling_config_from_generation_config(filters) == expected
+    assert sampling_config_from_generation_config(filters, top_n_sigma=0.5).top_n_sigma == 0.5  # kwarg wins
     assert sampling_config_from_generation_config(GenerationConfig(do_sample=False, top_k=3)).is_greedy
 
 

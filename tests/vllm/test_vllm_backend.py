@@ -7,6 +7,8 @@ attention needs) with a tiny amateur, and the real SmolLM2-135M.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -14,6 +16,7 @@ pytest.importorskip("vllm")
 
 from contrastive_decoding.api import generate_outputs  # noqa: E402
 from contrastive_decoding.models import load_model_and_tokenizer  # noqa: E402
+from contrastive_decoding.samplers import SamplingConfig  # noqa: E402
 from contrastive_decoding.vllm import LLM  # noqa: E402
 
 from ..tiny_models import save_tiny_pair  # noqa: E402
@@ -110,6 +113,10 @@ def test_seeded_typical_sampling_reproduces_and_differs_by_seed(tiny):
         ({"method": "dola", "dola_layer": "high"}, "Did you mean 'dola_layers'?"),
         ({"method": "contrastive_search"}, "not supported by the vLLM backend yet"),
         ({"typical_p": 0.0}, r"typical_p must be in \(0, 1\]"),
+        ({"top_n_sigma": -1.0}, r"top_n_sigma must be in \[0, inf\) \(0 disables it\), got -1.0"),
+        ({"epsilon_cutoff": 1.0}, r"epsilon_cutoff must be in \[0, 1\) \(0 disables it\), got 1.0"),
+        ({"method": "dola", "eta_cutoff": -0.5}, r"eta_cutoff must be in \[0, 1\)"),
+        ({"method": "dola", "top_n_sigmma": 1.0}, "Did you mean 'top_n_sigma'?"),
     ],
 )
 def test_bad_request_is_rejected_and_the_engine_keeps_serving(tiny, extra_args, message):
@@ -140,15 +147,80 @@ def test_seeded_pair_sampling_reproduces_alone_in_a_batch_and_on_the_hf_backend(
     assert batch[-2].token_ids == hf_reference(expert, amateur, tokenizer, other)
 
 
+# The newer sampling filters, at values that keep a few tokens of these tiny models' flat (temperature 2) scores.
+STRICT_FILTERS = [{"min_p": 0.5}, {"top_n_sigma": 0.3}, {"epsilon_cutoff": 0.01}, {"eta_cutoff": 0.5}]
+FILTER_IDS = [next(iter(f)) for f in STRICT_FILTERS]
+
+
+@pytest.mark.parametrize("filters", STRICT_FILTERS, ids=FILTER_IDS)
+def test_new_filters_on_a_pair_equal_the_hf_backend(tiny, filters):
+    """CAD picks its token in our pair processor with ``select_tokens``: a seeded sampled pair with min_p (vLLM's
+    field) or top_n_sigma / epsilon_cutoff / eta_cutoff (extra_args) draws the HF backend's tokens, and the
+    filter changes the draw."""
+    llm, expert, amateur, tokenizer = tiny
+    request = {"prompt": PROMPTS[2], "context_free_prompt": "w105", "method": "cad", "do_sample": True,
+               "temperature": 2.0, "max_new_tokens": 12, "seed": 3}  # fmt: skip
+    filler = [{"prompt": p, "max_new_tokens": 12} for p in PROMPTS[:2]]
+    got = llm.generate_requests([{**request, **filters}, *filler, request, {**request, **filters, "seed": 4}])
+    assert got[0].token_ids == hf_reference(expert, amateur, tokenizer, {**request, **filters})
+    assert got[-1].token_ids == hf_reference(expert, amateur, tokenizer, {**request, **filters, "seed": 4})
+    assert got[0].token_ids != got[-2].token_ids  # the unfiltered draw with the same seed
+    assert [o.token_ids for o in got[1:3]] == [hf_reference(expert, amateur, tokenizer, r) for r in filler]
+
+
+@pytest.mark.parametrize("filters", STRICT_FILTERS, ids=FILTER_IDS)
+def test_new_filters_on_vllm_sampled_rows_keep_the_hf_kept_set(tiny, filters):
+    """Plain rows are drawn by vLLM's own sampler (its own random numbers, so not the HF backend's tokens): min_p
+    is vLLM's, the others our argmax-invariant processor. Every drawn token lies in the set the HF backend's
+    ``SamplingConfig`` keeps from the HF model's logits, a set small enough that unfiltered draws leave it."""
+    llm, expert, _, _ = tiny
+    request = {"prompt": PROMPTS[0], "do_sample": True, "temperature": 2.0, "max_new_tokens": 12, **filters}
+    greedy = {"prompt": PROMPTS[1], "max_new_tokens": 12}
+    got = llm.generate_requests(
+        [{**request, "seed": 1}, greedy, {**request, "seed": 1}, {**request, "seed": 2}]
+    )
+    assert got[0].token_ids == got[2].token_ids  # seeded: reproduces in the batch
+    config = SamplingConfig(do_sample=True, temperature=2.0, **filters)
+    prompt = llm.tokenizer(PROMPTS[0]).input_ids
+    log_chance = 0.0  # log P(an unfiltered sampler's draws all fall in the kept sets)
+    for output in (got[0], got[3]):
+        ids = torch.tensor([prompt + output.token_ids])
+        with torch.no_grad():
+            logits = (
+                expert(ids).logits[0, len(prompt) - 1 : -1].float()
+            )  # [T, V] the logits of each new token
+        warped = config.warp(logits)  # [T, V]
+        assert torch.isfinite(warped.gather(1, torch.tensor(output.token_ids)[:, None])).all()
+        kept_mass = torch.softmax(logits / 2.0, dim=-1).masked_fill(torch.isinf(warped), 0.0).sum(-1)  # [T]
+        log_chance += kept_mass.log().sum().item()
+    assert log_chance < math.log(0.01)  # so the check fails when the filter is not applied
+    assert got[1].token_ids == llm.generate_requests([greedy])[0].token_ids  # other rows untouched
+
+
+# One survivor per step: the draw is decided, so vLLM's sampler and the HF backend must agree token for token.
+DECIDING_FILTERS = [{"min_p": 1.0}, {"top_n_sigma": 1e-6}, {"epsilon_cutoff": 0.999}]
+
+
+@pytest.mark.parametrize("method", ["plain", "dola", "expert_amateur"])
+def test_new_filters_that_leave_one_token_equal_the_hf_backend_where_vllm_samples(tiny, method):
+    llm, expert, amateur, tokenizer = tiny
+    base = {"prompt": PROMPTS[2], "method": method, "do_sample": True, "temperature": 2.0, "max_new_tokens": 10,
+            "seed": 0, **({"relative_top": 0.0} if method == "dola" else {})}  # fmt: skip
+    requests = [{**base, **filters} for filters in DECIDING_FILTERS]
+    got = [o.token_ids for o in llm.generate_requests([*requests, base])]
+    assert got[:-1] == [hf_reference(expert, amateur, tokenizer, r) for r in requests]
+    assert got[-1] != got[0]  # without a filter the draw at temperature 2 is another one
+
+
 def test_pair_choice_is_select_tokens_without_host_syncs(monkeypatch):
     """The pair processor's per-step choice is ``select_tokens`` on the method's scores (rows keyed on their
     own seed and output position) and reads nothing back from the device."""
     from contrastive_decoding.backends.vllm.processors import (
         PairRow,
-        TypicalLogitsProcessor,
+        SamplingFiltersLogitsProcessor,
         choose_pair_tokens,
     )
-    from contrastive_decoding.backends.vllm.requests import MethodRequest
+    from contrastive_decoding.backends.vllm.requests import MethodRequest, SamplingFilters
     from contrastive_decoding.decoding.context import AdaCadConfig, CadConfig, adacad_contrast, cad_contrast
     from contrastive_decoding.samplers import SamplingConfig, select_tokens
 
@@ -158,7 +230,7 @@ def test_pair_choice_is_select_tokens_without_host_syncs(monkeypatch):
         SamplingConfig(),
         SamplingConfig(do_sample=True, temperature=1.5, top_k=20, seed=3),
         SamplingConfig(do_sample=True, top_p=0.9, typical_p=0.95, seed=4),
-        SamplingConfig(do_sample=True, temperature=0.7, seed=5),
+        SamplingConfig(do_sample=True, temperature=0.7, min_p=0.1, top_n_sigma=1.0, eta_cutoff=0.01, seed=5),
     ]
     requests = [MethodRequest("cad", CadConfig()), MethodRequest("adacad", AdaCadConfig())] * 2
     rows = [PairRow(r, s, list(range(i))) for i, (r, s) in enumerate(zip(requests, samplings, strict=True))]
@@ -178,11 +250,19 @@ def test_pair_choice_is_select_tokens_without_host_syncs(monkeypatch):
     for name in ("item", "tolist", "__bool__", "__int__", "__float__", "__index__"):
         monkeypatch.setattr(torch.Tensor, name, sync)
     chosen = choose_pair_tokens(main, twin, rows)
-    typical = TypicalLogitsProcessor(None, torch.device("cpu"), False)
-    typical.typical_p = {1: 0.9}
-    typical.apply(main)
+    filters = SamplingFiltersLogitsProcessor(None, torch.device("cpu"), False)
+    filters.filters = {
+        1: SamplingFilters(typical_p=0.9),
+        3: SamplingFilters(top_n_sigma=1.0, epsilon_cutoff=0.01),
+    }
+    filtered = filters.apply(main.clone())
     monkeypatch.undo()
     assert chosen.tolist() == expected.tolist()
+    from contrastive_decoding.samplers import apply_epsilon, apply_top_n_sigma, apply_typical
+
+    assert torch.equal(filtered[[0, 2]], main[[0, 2]])  # rows that ask for nothing: bit-identical
+    assert torch.equal(filtered[1], apply_typical(main[1:2], 0.9)[0])
+    assert torch.equal(filtered[3], apply_epsilon(apply_top_n_sigma(main[3:4], 1.0), 0.01)[0])
 
 
 @pytest.mark.parametrize(

@@ -15,10 +15,18 @@ from .seeding import (
 )
 from .select import draw_exponential_race, draw_inverse_cdf, select_tokens
 from .warpers import (
+    apply_epsilon,
+    apply_epsilon_unchecked,
+    apply_eta,
+    apply_eta_unchecked,
+    apply_min_p,
+    apply_min_p_unchecked,
     apply_temperature,
     apply_temperature_unchecked,
     apply_top_k,
     apply_top_k_unchecked,
+    apply_top_n_sigma,
+    apply_top_n_sigma_unchecked,
     apply_top_p,
     apply_top_p_unchecked,
     apply_typical,
@@ -28,10 +36,18 @@ from .warpers import (
 
 __all__ = [
     "SamplingConfig",
+    "apply_epsilon",
+    "apply_epsilon_unchecked",
+    "apply_eta",
+    "apply_eta_unchecked",
+    "apply_min_p",
+    "apply_min_p_unchecked",
     "apply_temperature",
     "apply_temperature_unchecked",
     "apply_top_k",
     "apply_top_k_unchecked",
+    "apply_top_n_sigma",
+    "apply_top_n_sigma_unchecked",
     "apply_top_p",
     "apply_top_p_unchecked",
     "apply_typical",

@@ -3,7 +3,7 @@
 :func:`select_tokens` is a pipeline of four stages:
 
 1. Greedy rows (``do_sample=False``) take the argmax of their scores.
-2. Sampled rows are warped with their own :class:`SamplingConfig` (temperature -> top-k -> top-p -> typical;
+2. Sampled rows are warped with their own :class:`SamplingConfig` (:meth:`SamplingConfig.warp`'s order;
    one call for the batch when every row is sampled with the same settings, else row by row) and turned into
    float32 probabilities.
 3. Unseeded sampled rows draw with the exponential race ``argmax(p / q)``, ``q ~ Exp(1)`` from ``generator``
@@ -60,7 +60,17 @@ def draw_inverse_cdf(probs: torch.Tensor, uniforms: torch.Tensor | float) -> tor
 
 
 def _settings(config: SamplingConfig) -> tuple:
-    return (config.do_sample, config.temperature, config.top_k, config.top_p, config.typical_p)
+    return (
+        config.do_sample,
+        config.temperature,
+        config.top_k,
+        config.top_p,
+        config.typical_p,
+        config.min_p,
+        config.top_n_sigma,
+        config.epsilon_cutoff,
+        config.eta_cutoff,
+    )
 
 
 def _row_configs(sampling: SamplingConfig | Sequence[SamplingConfig], batch: int) -> list[SamplingConfig]:

@@ -100,6 +100,7 @@ def condition_contrast(
     condition_alpha: float = 1.0,
     condition_target: str = "weakest",
     seed: SeedArg = None,
+    top_n_sigma: float | None = None,
     **model_kwargs: Any,
 ) -> Any:
     """Condition contrast: ``(1 + condition_alpha) l(y|x) - condition_alpha l(y|x without condition k*)``.
@@ -135,6 +136,7 @@ def condition_contrast(
         generation_config,
         model_kwargs,
         seed,
+        top_n_sigma,
     )
     config = controls.generation_config
     pad_token_id = 0 if config.pad_token_id is None else int(config.pad_token_id)

@@ -58,6 +58,7 @@ def _prepare(
     generation_config: GenerationConfig | None,
     model_kwargs: dict[str, Any],
     seed: SeedArg = None,
+    top_n_sigma: float | None = None,
 ) -> tuple[LoopControls, PromptInputs]:
     """Validate what a method cannot handle and return the loop controls and the prompt's model inputs."""
     if model.config.is_encoder_decoder:
@@ -71,7 +72,7 @@ def _prepare(
         if model_kwargs.get(key) is not None:
             raise ValueError(f"{method} takes input_ids; {key} is not supported by this method")
     controls = LoopControls.from_generate(
-        logits_processor, stopping_criteria, generation_config, generate_streamer(), seed
+        logits_processor, stopping_criteria, generation_config, generate_streamer(), seed, top_n_sigma
     )
     return controls, prompt_inputs(method, input_ids, model_kwargs)
 
@@ -110,11 +111,20 @@ def greedy(
     stopping_criteria: StoppingCriteriaList | None = None,
     generation_config: GenerationConfig | None = None,
     seed: SeedArg = None,
+    top_n_sigma: float | None = None,
     **model_kwargs: Any,
 ) -> GenerateResult:
     """Plain decoding through our loop (greedy, or sampled with ``do_sample=True``, ``seed``): the baseline."""
     controls, prompt = _prepare(
-        model, "greedy", input_ids, logits_processor, stopping_criteria, generation_config, model_kwargs, seed
+        model,
+        "greedy",
+        input_ids,
+        logits_processor,
+        stopping_criteria,
+        generation_config,
+        model_kwargs,
+        seed,
+        top_n_sigma,
     )
     stepper = PlainStepper(model, prompt, controls.outputs)
     return run_decode_loop(input_ids, stepper, controls, prompt.attention_mask)
@@ -179,6 +189,7 @@ def dola(
     layer_choice: str = "dola",
     early_exit_norm: bool = False,
     seed: SeedArg = None,
+    top_n_sigma: float | None = None,
     **model_kwargs: Any,
 ) -> GenerateResult:
     """DoLa: ``dola_layers`` "low" | "high" (default) | list of layer indices, also read from the generation
@@ -193,7 +204,15 @@ def dola(
         early_exit_norm=early_exit_norm,
     )
     controls, prompt = _prepare(
-        model, "dola", input_ids, logits_processor, stopping_criteria, generation_config, model_kwargs, seed
+        model,
+        "dola",
+        input_ids,
+        logits_processor,
+        stopping_criteria,
+        generation_config,
+        model_kwargs,
+        seed,
+        top_n_sigma,
     )
     stepper = DolaStepper(model, prompt, cfg, controls.outputs)
     return run_decode_loop(input_ids, stepper, controls, prompt.attention_mask)
@@ -246,6 +265,7 @@ def expert_amateur(
     expert_tokenizer: Any = None,
     amateur_tokenizer: Any = None,
     seed: SeedArg = None,
+    top_n_sigma: float | None = None,
     **model_kwargs: Any,
 ) -> GenerateResult:
     """Expert-amateur contrastive decoding; ``model`` is the expert. ``contrast_beta=None`` gives Li et al.'s
@@ -271,6 +291,7 @@ def expert_amateur(
         generation_config,
         model_kwargs,
         seed,
+        top_n_sigma,
     )
     stepper = ExpertAmateurStepper(model, amateur_model, prompt, cfg, vocab_size, controls.outputs)
     return run_decode_loop(input_ids, stepper, controls, prompt.attention_mask)
@@ -287,6 +308,7 @@ def cad(
     context_free_token_type_ids: torch.Tensor | None = None,
     cad_alpha: float = 1.0,
     seed: SeedArg = None,
+    top_n_sigma: float | None = None,
     **model_kwargs: Any,
 ) -> GenerateResult:
     """Context-aware decoding: ``input_ids`` hold context + question, ``context_free_input_ids`` the question
@@ -307,6 +329,7 @@ def cad(
         free,
         model_kwargs,
         seed,
+        top_n_sigma,
     )
 
 
@@ -321,6 +344,7 @@ def adacad(
     context_free_token_type_ids: torch.Tensor | None = None,
     adacad_threshold: float = 0.0,
     seed: SeedArg = None,
+    top_n_sigma: float | None = None,
     **model_kwargs: Any,
 ) -> GenerateResult:
     """AdaCAD: CAD whose weight is, per step and row, the Jensen-Shannon divergence between the two
@@ -340,6 +364,7 @@ def adacad(
         free,
         model_kwargs,
         seed,
+        top_n_sigma,
     )
 
 
@@ -383,9 +408,18 @@ def _context_pair(
     free: Variant,
     model_kwargs: dict[str, Any],
     seed: SeedArg = None,
+    top_n_sigma: float | None = None,
 ) -> GenerateResult:
     controls, prompt = _prepare(
-        model, method, input_ids, logits_processor, stopping_criteria, generation_config, model_kwargs, seed
+        model,
+        method,
+        input_ids,
+        logits_processor,
+        stopping_criteria,
+        generation_config,
+        model_kwargs,
+        seed,
+        top_n_sigma,
     )
     pad_token_id = controls.generation_config.pad_token_id
     pad_token_id = 0 if pad_token_id is None else int(pad_token_id)

@@ -165,6 +165,7 @@ def layer_fusion(
     expert_tokenizer: Any = None,
     amateur_tokenizer: Any = None,
     seed: SeedArg = None,
+    top_n_sigma: float | None = None,
     **model_kwargs: Any,
 ) -> Any:
     """Multi-layer fusion contrast: ``cd_final + fusion_lambda * cd_lower`` (+ the truthfulness refocus).
@@ -200,6 +201,7 @@ def layer_fusion(
         generation_config,
         model_kwargs,
         seed,
+        top_n_sigma,
     )
     pad = controls.generation_config.pad_token_id
     amateur_rows = refocus_rows = None

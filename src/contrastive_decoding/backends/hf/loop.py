@@ -42,6 +42,7 @@ from .sampling import (
     SamplingLogitsWarper,
     sampling_config_from_generation_config,
     strip_hf_sampling_warpers,
+    warper_position,
 )
 
 
@@ -109,11 +110,17 @@ class LoopControls:
         generation_config: GenerationConfig,
         streamer: object | None = None,
         seed: SeedArg = None,
+        top_n_sigma: float | None = None,
     ) -> LoopControls:
-        """Replace transformers' sampling warpers by ours (same math, shared with the vLLM backend)."""
+        """Replace transformers' sampling warpers by ours (same math, shared with the vLLM backend).
+
+        ``top_n_sigma`` (transformers has no warper for it): the ``custom_generate`` keyword argument, None to
+        read ``generation_config.top_n_sigma`` when set."""
         check_seed(seed)
         processors, position = strip_hf_sampling_warpers(LogitsProcessorList(logits_processor or []))
-        sampling = sampling_config_from_generation_config(generation_config)
+        sampling = sampling_config_from_generation_config(generation_config, top_n_sigma)
+        if sampling.do_sample and position is None and sampling != SamplingConfig(do_sample=True):
+            position = warper_position(processors)  # e.g. top_n_sigma alone: transformers built no warper
         if sampling.do_sample and position is not None:
             processors.insert(position, SamplingLogitsWarper(sampling))
         return cls(processors, stopping_criteria or StoppingCriteriaList(), generation_config, streamer, seed)

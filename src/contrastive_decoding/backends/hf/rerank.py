@@ -60,6 +60,7 @@ def rerank(
     scorer_alpha: float = rerank_math.RerankConfig.scorer_alpha,
     lm_tokenizer: Any = None,
     seed: SeedArg = None,
+    top_n_sigma: float | None = None,
     **model_kwargs: Any,
 ) -> GenerateResult:
     """Over-generate and rerank (``beam_width=1``, ``segment_length=None``) or RankGen's beam search: keep the
@@ -79,7 +80,15 @@ def rerank(
         scorer_alpha=scorer_alpha,
     )
     controls, prompt = _prepare(
-        model, "rerank", input_ids, logits_processor, stopping_criteria, generation_config, model_kwargs, seed
+        model,
+        "rerank",
+        input_ids,
+        logits_processor,
+        stopping_criteria,
+        generation_config,
+        model_kwargs,
+        seed,
+        top_n_sigma,
     )
     _check_supported(controls, prompt)
     search_scorer = load_scorer(cfg, model) if cfg.ranks else None

@@ -84,6 +84,7 @@ def _prepare(
     generation_config: GenerationConfig | None,
     inputs: dict[str, Any],
     seed: SeedArg = None,
+    top_n_sigma: float | None = None,
 ) -> _Prepared:
     """The checks and the image branch every image method shares (one error each for a text-only model, beam
     search, a missing image, ``inputs_embeds``)."""
@@ -101,7 +102,7 @@ def _prepare(
         raise ValueError(f"{method} takes input_ids with image inputs; inputs_embeds is not supported here")
     inputs = expand_image_inputs(inputs, input_ids, model)
     controls = LoopControls.from_generate(
-        logits_processor, stopping_criteria, generation_config, generate_streamer(), seed
+        logits_processor, stopping_criteria, generation_config, generate_streamer(), seed, top_n_sigma
     )
     return _Prepared(model, family, controls, Branch(input_ids, inputs))
 
@@ -144,6 +145,7 @@ def vcd(
     perturbation: Callable[[Any], Any] | None = None,
     perturbed_inputs: dict[str, Any] | None = None,
     seed: SeedArg = None,
+    top_n_sigma: float | None = None,
     pixel_values: torch.Tensor | None = None,
     image_grid_thw: torch.Tensor | None = None,
     pixel_attention_mask: torch.Tensor | None = None,
@@ -162,7 +164,15 @@ def vcd(
     )
     inputs = _model_inputs(model_kwargs, pixel_values, image_grid_thw, pixel_attention_mask, image_sizes)
     run = _prepare(
-        model, "vcd", input_ids, logits_processor, stopping_criteria, generation_config, inputs, seed
+        model,
+        "vcd",
+        input_ids,
+        logits_processor,
+        stopping_criteria,
+        generation_config,
+        inputs,
+        seed,
+        top_n_sigma,
     )
     noised = _user_branch(run, perturbed_inputs, perturbation, images, image_processor)
     if noised is None:
@@ -185,6 +195,7 @@ def ritual(
     perturbation: Callable[[Any], Any] | None = None,
     perturbed_inputs: dict[str, Any] | None = None,
     seed: SeedArg = None,
+    top_n_sigma: float | None = None,
     pixel_values: torch.Tensor | None = None,
     image_grid_thw: torch.Tensor | None = None,
     pixel_attention_mask: torch.Tensor | None = None,
@@ -199,7 +210,15 @@ def ritual(
     cfg = RitualConfig(ritual_alpha_pos=ritual_alpha_pos, ritual_beta=ritual_beta)
     inputs = _model_inputs(model_kwargs, pixel_values, image_grid_thw, pixel_attention_mask, image_sizes)
     run = _prepare(
-        model, "ritual", input_ids, logits_processor, stopping_criteria, generation_config, inputs, seed
+        model,
+        "ritual",
+        input_ids,
+        logits_processor,
+        stopping_criteria,
+        generation_config,
+        inputs,
+        seed,
+        top_n_sigma,
     )
     transformed = _user_branch(run, perturbed_inputs, perturbation, images, image_processor)
     if transformed is None:
@@ -225,6 +244,7 @@ def ritual_vcd(
     images: Any = None,
     image_processor: Any = None,
     seed: SeedArg = None,
+    top_n_sigma: float | None = None,
     pixel_values: torch.Tensor | None = None,
     image_grid_thw: torch.Tensor | None = None,
     pixel_attention_mask: torch.Tensor | None = None,
@@ -242,7 +262,15 @@ def ritual_vcd(
     )
     inputs = _model_inputs(model_kwargs, pixel_values, image_grid_thw, pixel_attention_mask, image_sizes)
     run = _prepare(
-        model, "ritual_vcd", input_ids, logits_processor, stopping_criteria, generation_config, inputs, seed
+        model,
+        "ritual_vcd",
+        input_ids,
+        logits_processor,
+        stopping_criteria,
+        generation_config,
+        inputs,
+        seed,
+        top_n_sigma,
     )
     transformed = transformed_branch(
         run.image, run.family, images, image_processor, perturbation_seed, ritual_transforms, "ritual_vcd"
@@ -262,6 +290,7 @@ def vdd(
     image_token_ids: Sequence[int] | None = None,
     perturbed_inputs: dict[str, Any] | None = None,
     seed: SeedArg = None,
+    top_n_sigma: float | None = None,
     pixel_values: torch.Tensor | None = None,
     image_grid_thw: torch.Tensor | None = None,
     pixel_attention_mask: torch.Tensor | None = None,
@@ -276,7 +305,15 @@ def vdd(
     cfg = VddConfig(vdd_alpha=vdd_alpha, vdd_beta=vdd_beta)
     inputs = _model_inputs(model_kwargs, pixel_values, image_grid_thw, pixel_attention_mask, image_sizes)
     run = _prepare(
-        model, "vdd", input_ids, logits_processor, stopping_criteria, generation_config, inputs, seed
+        model,
+        "vdd",
+        input_ids,
+        logits_processor,
+        stopping_criteria,
+        generation_config,
+        inputs,
+        seed,
+        top_n_sigma,
     )
     without = _user_branch(run, perturbed_inputs)
     if without is None:
@@ -292,6 +329,7 @@ def image_greedy(
     stopping_criteria: StoppingCriteriaList | None = None,
     generation_config: GenerationConfig | None = None,
     seed: SeedArg = None,
+    top_n_sigma: float | None = None,
     pixel_values: torch.Tensor | None = None,
     image_grid_thw: torch.Tensor | None = None,
     pixel_attention_mask: torch.Tensor | None = None,
@@ -302,6 +340,14 @@ def image_greedy(
     sampling with a per-row ``seed`` like the image methods."""
     inputs = _model_inputs(model_kwargs, pixel_values, image_grid_thw, pixel_attention_mask, image_sizes)
     run = _prepare(
-        model, "plain", input_ids, logits_processor, stopping_criteria, generation_config, inputs, seed
+        model,
+        "plain",
+        input_ids,
+        logits_processor,
+        stopping_criteria,
+        generation_config,
+        inputs,
+        seed,
+        top_n_sigma,
     )
     return _decode(run, [], lambda logits, cfg: logits, None)

@@ -29,9 +29,9 @@ from .plugin import AMATEUR_KEY, EARLY_EXITS_KEY, wrapper_architecture
 from .requests import (
     CONTEXT_FREE_IDS_KEY,
     CONTEXT_FREE_PROMPT_KEY,
+    FILTER_KEYS,
     METHOD_KEY,
     PAIR_METHODS,
-    TYPICAL_KEY,
     parse_extra_args,
 )
 
@@ -43,7 +43,7 @@ SCHEDULER_CLS = "contrastive_decoding.backends.vllm.scheduler.PairScheduler"
 ASYNC_SCHEDULER_CLS = "contrastive_decoding.backends.vllm.scheduler.AsyncPairScheduler"
 LOGITS_PROCESSORS = (
     "contrastive_decoding.backends.vllm.processors:ContrastiveLogitsProcessor",
-    "contrastive_decoding.backends.vllm.processors:TypicalLogitsProcessor",
+    "contrastive_decoding.backends.vllm.processors:SamplingFiltersLogitsProcessor",
 )
 
 
@@ -155,8 +155,15 @@ class LLM:
         if unknown:
             parse_extra_args({**extra, **{k: params[k] for k in unknown}})  # raises with a did-you-mean
         generate_kwargs, seed = sampling_kwargs(sampling)
-        if generate_kwargs["do_sample"] and generate_kwargs.get("typical_p", 1.0) < 1.0:
-            extra[TYPICAL_KEY] = generate_kwargs["typical_p"]
+        if generate_kwargs["do_sample"]:  # the filters vLLM has no field for travel in extra_args
+            defaults = {"typical_p": 1.0}
+            extra.update(
+                {
+                    key: generate_kwargs[key]
+                    for key in FILTER_KEYS
+                    if key in generate_kwargs and generate_kwargs[key] != defaults.get(key, 0.0)
+                }
+            )
         parse_extra_args(extra)
         if method == "expert_amateur" and not self.amateur_path:
             raise ValueError(
@@ -170,6 +177,7 @@ class LLM:
             temperature=generate_kwargs.get("temperature", 1.0) if do_sample else 0.0,
             top_k=generate_kwargs.get("top_k", 0) if do_sample else 0,
             top_p=generate_kwargs.get("top_p", 1.0) if do_sample else 1.0,
+            min_p=generate_kwargs.get("min_p", 0.0) if do_sample else 0.0,  # vLLM's own min_p
             repetition_penalty=generate_kwargs.get("repetition_penalty", 1.0),
             seed=seed,
             extra_args=extra,

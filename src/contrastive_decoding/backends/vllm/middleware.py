@@ -53,6 +53,18 @@ SAMPLING_FIELDS = {
         "default": 1.0,
         **number_range(0.0, 1.0, low_inclusive=False),
     },
+    "min_p": {"field": "min_p", "default": 0.0, **number_range(0.0, 1.0)},
+    "top_n_sigma": {"field": "vllm_xargs.top_n_sigma", "default": 0.0, **number_range(0.0, math.inf)},
+    "epsilon_cutoff": {
+        "field": "vllm_xargs.epsilon_cutoff",
+        "default": 0.0,
+        **number_range(0.0, 1.0, high_inclusive=False),
+    },
+    "eta_cutoff": {
+        "field": "vllm_xargs.eta_cutoff",
+        "default": 0.0,
+        **number_range(0.0, 1.0, high_inclusive=False),
+    },
     "seed": {"field": "seed", "default": None, **number_range(integer=True, nullable=True)},
     "repetition_penalty": {
         "field": "repetition_penalty",

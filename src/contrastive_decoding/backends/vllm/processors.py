@@ -12,7 +12,8 @@ Paired methods (CAD / AdaCAD): the pair-aware scheduler (:mod:`.scheduler`) runs
 a twin request in the same batch. ``ContrastiveLogitsProcessor`` finds both rows of each pair, computes the
 method's scores from the two rows' logits with ``contrastive_decoding.decoding.context`` (the Hugging Face
 backend's math), picks the token itself with ``contrastive_decoding.samplers.select_tokens`` (the Hugging Face
-loop's function: argmax, or a draw with the request's temperature / top-k / top-p / typical and seed) and leaves
+loop's function: argmax, or a draw with the request's temperature / top-k / top-p / min-p / typical / top-nσ /
+epsilon / eta, in the Hugging Face backend's order, and seed) and leaves
 that one token finite in both rows ("one-hot forcing"), so vLLM's sampler, which runs after, returns it for both
 and the twin stays on the main request's tokens. A seeded row's draw at output position t is keyed on
 (seed, t) (``contrastive_decoding.samplers.seeding``), so it draws the same token whatever batch it is in, and
@@ -22,9 +23,16 @@ Per step, nothing here syncs with the host: requests are validated (and their ``
 when they are added; row indices go to the device with non-blocking copies (from pinned memory when the engine
 pins); warpers run in their unchecked form.
 
-``TypicalLogitsProcessor`` adds locally typical sampling (``extra_args={"typical_p": 0.9}``) with the same
-function as the Hugging Face backend; it is argmax-invariant, so vLLM applies it to sampled rows only, after
-temperature and before its top-k / top-p (transformers applies typical after them).
+``SamplingFiltersLogitsProcessor`` adds the sampling filters vLLM's ``SamplingParams`` lacks, for the rows vLLM
+samples itself (plain, and the model-wrapper methods DoLa / expert-amateur): top-nσ, locally typical, epsilon
+and eta (``extra_args={"top_n_sigma": 1.0, "typical_p": 0.9, "epsilon_cutoff": 3e-4, "eta_cutoff": 3e-4}``),
+with the same functions as the Hugging Face backend. It is argmax-invariant, so vLLM applies it to sampled rows
+only, after temperature and its own ``min_p`` (a built-in processor, listed before custom ones) and before its
+top-k / top-p. That is vLLM's public plug point, and it fixes the order for these rows: temperature -> min_p ->
+top-nσ -> typical -> epsilon -> eta -> top-k -> top-p, where the Hugging Face backend (and the pair processor)
+applies temperature -> top-nσ -> top-k -> top-p -> min-p -> typical -> epsilon -> eta. One filter alone gives the
+same set either way; combined, the order differs (and top-nσ after min_p takes its σ over min_p's survivors).
+Paired rows are skipped: the pair processor applied their filters when it chose their token.
 """
 
 from __future__ import annotations
@@ -39,8 +47,20 @@ from vllm.v1.sample.logits_processor.builtin import process_dict_updates
 from ...decoding import registry
 from ...samplers.config import SamplingConfig
 from ...samplers.select import select_tokens
-from ...samplers.warpers import apply_typical_unchecked
-from .requests import PAIR_KEY, PAIR_METHODS, MethodRequest, pair_sampling_config, parse_extra_args
+from ...samplers.warpers import (
+    apply_epsilon_unchecked,
+    apply_eta_unchecked,
+    apply_top_n_sigma_unchecked,
+    apply_typical_unchecked,
+)
+from .requests import (
+    PAIR_KEY,
+    PAIR_METHODS,
+    MethodRequest,
+    SamplingFilters,
+    pair_sampling_config,
+    parse_extra_args,
+)
 from .rows import engine_row_table
 
 
@@ -59,16 +79,19 @@ class PairRow:
     output_ids: list[int]
 
 
-def sampling_config(params: SamplingParams, typical_p: float) -> SamplingConfig:
-    """A paired row's ``SamplingConfig`` from its ``SamplingParams`` (validated: raises ``ValueError``)."""
-    return pair_sampling_config(params.temperature, params.top_k, params.top_p, typical_p, params.seed)
+def sampling_config(params: SamplingParams, filters: SamplingFilters) -> SamplingConfig:
+    """A paired row's ``SamplingConfig`` from its ``SamplingParams`` (vLLM's temperature / top-k / top-p / min-p /
+    seed) and its ``extra_args`` filters (validated: raises ``ValueError``)."""
+    return pair_sampling_config(
+        params.temperature, params.top_k, params.top_p, filters, params.seed, params.min_p
+    )
 
 
 def _pair_entry(params: SamplingParams, _prompt_ids, output_ids: list[int]) -> PairRow | None:
     if not params.extra_args or PAIR_KEY not in params.extra_args:
         return None
-    request, typical_p = parse_extra_args(params.extra_args)
-    return PairRow(request, sampling_config(params, typical_p), output_ids)
+    request, filters = parse_extra_args(params.extra_args)
+    return PairRow(request, sampling_config(params, filters), output_ids)
 
 
 def device_rows(rows: list[int], device: torch.device, pin_memory: bool = False) -> torch.Tensor:
@@ -116,7 +139,8 @@ def force_tokens(logits: torch.Tensor, rows: torch.Tensor, tokens: torch.Tensor)
 
 def check_pair_params(method: str, params: SamplingParams) -> None:
     """Refuse what a paired method cannot honour: the pair's token is chosen before vLLM's penalties run, and a
-    grammar could forbid it."""
+    grammar could forbid it. (``min_p``, like the other sampling filters, is applied by the pair processor itself,
+    inside its token choice.)"""
     for name, off in (("repetition_penalty", 1.0), ("presence_penalty", 0.0), ("frequency_penalty", 0.0)):
         if getattr(params, name) != off:
             raise ValueError(
@@ -124,8 +148,6 @@ def check_pair_params(method: str, params: SamplingParams) -> None:
             )
     if params.min_tokens:
         raise ValueError(f"min_tokens is not supported with {method!r} on the vLLM backend")
-    if params.min_p:
-        raise ValueError(f"min_p is not supported with {method!r} on the vLLM backend")
     if getattr(params, "structured_outputs", None) is not None:
         raise ValueError(f"structured outputs are not supported with {method!r}")
     if params.logit_bias or getattr(params, "allowed_token_ids", None) or params.bad_words:
@@ -137,10 +159,10 @@ class ContrastiveLogitsProcessor(LogitsProcessor):
     def validate_params(cls, sampling_params: SamplingParams) -> None:
         if sampling_params.extra_args and PAIR_KEY in sampling_params.extra_args:
             raise ValueError(f"{PAIR_KEY!r} is set by the scheduler, not by requests")
-        request, typical_p = parse_extra_args(sampling_params.extra_args)
+        request, filters = parse_extra_args(sampling_params.extra_args)
         if request.method in PAIR_METHODS:
             check_pair_params(request.method, sampling_params)
-            sampling_config(sampling_params, typical_p)  # the pair processor's sampling, checked once here
+            sampling_config(sampling_params, filters)  # the pair processor's sampling, checked once here
         if request.method != registry.PLAIN:
             if sampling_params.prompt_logprobs is not None:
                 raise ValueError(f"prompt_logprobs is not supported with method {request.method!r}")
@@ -200,40 +222,70 @@ class ContrastiveLogitsProcessor(LogitsProcessor):
         force_tokens(logits, twin_index, tokens)
 
 
-def _typical_entry(params: SamplingParams, _prompt_ids, _output_ids) -> float | None:
-    _, typical_p = parse_extra_args(params.extra_args)
-    return typical_p if typical_p < 1.0 else None
+def _filter_entry(params: SamplingParams, _prompt_ids, _output_ids) -> SamplingFilters | None:
+    if params.extra_args and PAIR_KEY in params.extra_args:
+        return None  # the pair processor applied this request's filters when it chose the token
+    _, filters = parse_extra_args(params.extra_args)
+    return filters if filters.active else None
 
 
-class TypicalLogitsProcessor(LogitsProcessor):
+# Each filter with its function and off value, in the order they run.
+_FILTERS = (
+    ("top_n_sigma", apply_top_n_sigma_unchecked, 0.0),
+    ("typical_p", apply_typical_unchecked, 1.0),
+    ("epsilon_cutoff", apply_epsilon_unchecked, 0.0),
+    ("eta_cutoff", apply_eta_unchecked, 0.0),
+)
+
+
+class SamplingFiltersLogitsProcessor(LogitsProcessor):
+    """top-nσ -> typical -> epsilon -> eta on the rows that ask for them (see the module docstring for where
+    vLLM runs it). Per-row parameters live in [B] float64 device tensors, rebuilt when the batch changes; rows that
+    ask for nothing hold the off value, which leaves them bit-identical."""
+
     @classmethod
     def validate_params(cls, sampling_params: SamplingParams) -> None:
         parse_extra_args(sampling_params.extra_args)
 
     def __init__(self, vllm_config, device: torch.device, is_pin_memory: bool) -> None:
-        self.typical_p: dict[int, float] = {}
-        self.batch_size = 0
+        self.filters: dict[int, SamplingFilters] = {}
         self.device = device
         self.pin_memory = is_pin_memory
-        self.mass: torch.Tensor | None = None  # [B] float64 on the device, rebuilt when the batch changes
+        self.params: list[tuple] | None = None  # (function, [B] tensor) per filter some row uses
+        self._rows = 0  # the batch size self.params were built for
 
     def is_argmax_invariant(self) -> bool:
         return True
 
     def update_state(self, batch_update: BatchUpdate | None) -> None:
         if batch_update is not None:
-            self.batch_size = batch_update.batch_size
-            self.mass = None
-        process_dict_updates(self.typical_p, batch_update, _typical_entry)
+            self.params = None
+        process_dict_updates(self.filters, batch_update, _filter_entry)
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
-        if not self.typical_p:
+        if not self.filters:
             return logits
-        if self.mass is None or self.mass.shape[0] != logits.shape[0]:
-            mass = torch.ones(logits.shape[0], dtype=torch.float64)  # [B]; 1.0 leaves a row untouched
-            for row, value in self.typical_p.items():
-                mass[row] = value
+        if self.params is None or self._rows != logits.shape[0]:
+            self.params = self._build(logits)
+        for function, values in self.params:
+            logits = function(logits, values)  # validated at admission (parse_extra_args)
+        return logits
+
+    def _build(self, logits: torch.Tensor) -> list[tuple]:
+        self._rows = logits.shape[0]
+        built = []
+        for name, function, off in _FILTERS:
+            if all(getattr(entry, name) == off for entry in self.filters.values()):
+                continue
+            values = torch.full(
+                (logits.shape[0],), off, dtype=torch.float64
+            )  # [B]; off leaves a row untouched
+            for row, entry in self.filters.items():
+                values[row] = getattr(entry, name)
             if self.pin_memory and logits.device.type != "cpu":
-                mass = mass.pin_memory()
-            self.mass = mass.to(logits.device, non_blocking=True)
-        return apply_typical_unchecked(logits, self.mass)  # validated at admission (parse_extra_args)
+                values = values.pin_memory()
+            built.append((function, values.to(logits.device, non_blocking=True)))
+        return built
+
+
+TypicalLogitsProcessor = SamplingFiltersLogitsProcessor  # its former name (it applied typical_p only)

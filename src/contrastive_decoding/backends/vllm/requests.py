@@ -1,6 +1,8 @@
 """What a vLLM request asks for: ``SamplingParams(extra_args={"method": ..., <method parameters>, "typical_p": ...})``.
 
-The names are those of the Hugging Face backend's kwargs. Parsing and validation are pure Python (no vLLM
+The names are those of the Hugging Face backend's kwargs. The sampling filters vLLM's ``SamplingParams`` lacks
+(``typical_p``, ``top_n_sigma``, ``epsilon_cutoff``, ``eta_cutoff``: :data:`FILTER_KEYS`) travel in
+``extra_args`` too; ``min_p`` is vLLM's own field. Parsing and validation are pure Python (no vLLM
 import), so the front end, the logits processors and the tests share one definition.
 """
 
@@ -10,12 +12,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...decoding import make_method_config, method_parameters, registry
-from ...decoding._validation import check_range, did_you_mean
+from ...decoding._validation import did_you_mean
 from ...decoding.spec import VLLM_NO, VLLM_PAIR
 from ...samplers.config import SamplingConfig
 
 METHOD_KEY = "method"
 TYPICAL_KEY = "typical_p"
+# The sampling filters vLLM has no field for, in extra_args / vllm_xargs (each off at its SamplingConfig default).
+FILTER_KEYS = ("typical_p", "top_n_sigma", "epsilon_cutoff", "eta_cutoff")
 # The prompt without its context, for the paired methods: text (tokenized in the engine like a completions
 # prompt, special tokens added) or token ids.
 CONTEXT_FREE_PROMPT_KEY = "context_free_prompt"
@@ -26,6 +30,27 @@ PAIR_KEY = "_contrastive_pair"
 # model wrapper (early exits, amateur), or a context-free twin request scheduled with the main one (pair).
 VLLM_METHODS = {spec.name: spec.vllm.runs for spec in registry.specs() if spec.vllm.runs != VLLM_NO}
 PAIR_METHODS = registry.vllm_runs(VLLM_PAIR)
+
+
+@dataclass(frozen=True)
+class SamplingFilters:
+    """A request's sampling filters from ``extra_args`` (validated; the defaults are off)."""
+
+    typical_p: float = 1.0
+    top_n_sigma: float = 0.0
+    epsilon_cutoff: float = 0.0
+    eta_cutoff: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return self != SamplingFilters()
+
+
+def _pop_filters(args: dict[str, Any]) -> SamplingFilters:
+    """Take the filters out of ``args`` and validate them (``ValueError`` naming the parameter and its range)."""
+    given = {key: args.pop(key) for key in FILTER_KEYS if key in args}
+    checked = SamplingConfig(**given)  # the ranges of every backend, in one place
+    return SamplingFilters(**{key: getattr(checked, key) for key in FILTER_KEYS})
 
 
 @dataclass(frozen=True)
@@ -64,11 +89,10 @@ def context_free_prompt(extra_args: dict[str, Any]) -> str | list[int]:
     return list(ids)
 
 
-def parse_extra_args(extra_args: dict[str, Any] | None) -> tuple[MethodRequest, float]:
-    """Return (method request, typical_p) from ``extra_args``; raise ValueError naming what is wrong."""
+def parse_extra_args(extra_args: dict[str, Any] | None) -> tuple[MethodRequest, SamplingFilters]:
+    """Return (method request, sampling filters) from ``extra_args``; raise ValueError naming what is wrong."""
     args = dict(extra_args or {})
-    typical_p = args.pop(TYPICAL_KEY, 1.0)
-    check_range(TYPICAL_KEY, typical_p, 0.0, 1.0, low_inclusive=False)
+    filters = _pop_filters(args)
     method = args.pop(METHOD_KEY, registry.PLAIN)
     if not isinstance(method, str):
         raise ValueError(f"extra_args['method'] must be a method name, got {method!r}")
@@ -92,7 +116,7 @@ def parse_extra_args(extra_args: dict[str, Any] | None) -> tuple[MethodRequest, 
     names = method_parameters(method)
     unknown = [key for key in args if key not in names]
     if unknown:
-        valid = [*names, TYPICAL_KEY]
+        valid = [*names, *FILTER_KEYS]
         if method in PAIR_METHODS:
             valid += [CONTEXT_FREE_PROMPT_KEY, CONTEXT_FREE_IDS_KEY]
         raise ValueError(
@@ -101,15 +125,21 @@ def parse_extra_args(extra_args: dict[str, Any] | None) -> tuple[MethodRequest, 
         )
     config = make_method_config(method, **args) if names else None
     if pair is not None:
-        return MethodRequest(method, config, str(pair["id"]), str(pair["role"])), float(typical_p)
-    return MethodRequest(method, config), float(typical_p)
+        return MethodRequest(method, config, str(pair["id"]), str(pair["role"])), filters
+    return MethodRequest(method, config), filters
 
 
 def pair_sampling_config(
-    temperature: float, top_k: int | None, top_p: float, typical_p: float, seed: int | None
+    temperature: float,
+    top_k: int | None,
+    top_p: float,
+    filters: SamplingFilters,
+    seed: int | None,
+    min_p: float = 0.0,
 ) -> SamplingConfig:
     """How the pair processor chooses a paired row's token, from the request's vLLM sampling fields
-    (temperature 0 is greedy, top_k <= 0 is off); built and validated once per request."""
+    (temperature 0 is greedy, top_k <= 0 is off) and its ``extra_args`` filters; built and validated once per
+    request. The filters then run in the Hugging Face backend's order (``SamplingConfig.warp``)."""
     if temperature == 0:
         return SamplingConfig()
     return SamplingConfig(
@@ -117,6 +147,10 @@ def pair_sampling_config(
         temperature=temperature,
         top_k=max(int(top_k or 0), 0),
         top_p=top_p,
-        typical_p=typical_p,
+        min_p=min_p or 0.0,
+        typical_p=filters.typical_p,
+        top_n_sigma=filters.top_n_sigma,
+        epsilon_cutoff=filters.epsilon_cutoff,
+        eta_cutoff=filters.eta_cutoff,
         seed=seed,
     )
