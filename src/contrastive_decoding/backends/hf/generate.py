@@ -231,6 +231,7 @@ def sled(
     evolution_steps: int = 1,
     early_exit_norm: bool = False,
     seed: SeedArg = None,
+    top_n_sigma: float | None = None,
     **model_kwargs: Any,
 ) -> GenerateResult:
     """SLED (Zhang et al., 2024): the final logits evolved toward a latent distribution estimated from the
@@ -246,7 +247,15 @@ def sled(
         early_exit_norm=early_exit_norm,
     )
     controls, prompt = _prepare(
-        model, "sled", input_ids, logits_processor, stopping_criteria, generation_config, model_kwargs, seed
+        model,
+        "sled",
+        input_ids,
+        logits_processor,
+        stopping_criteria,
+        generation_config,
+        model_kwargs,
+        seed,
+        top_n_sigma,
     )
     stepper = SledStepper(model, prompt, cfg, controls.outputs)
     return run_decode_loop(input_ids, stepper, controls, prompt.attention_mask)
