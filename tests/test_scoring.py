@@ -421,7 +421,7 @@ def test_too_long(model, tokenizer):
 
 
 def test_scored_position_index_points_at_prefill_then_continuation_columns():
-    from contrastive_decoding.scoring import scored_position_index
+    from contrastive_decoding.teacher_forcing import scored_position_index
 
     # rows: prefix 0 (3 tokens), prefix 1 (1 token), prefix 0 (2 tokens); window = 2, G = 2
     index = scored_position_index([0, 1, 0], [3, 1, 2], window=2)
@@ -430,7 +430,7 @@ def test_scored_position_index_points_at_prefill_then_continuation_columns():
 
 
 def test_batches_keep_a_context_together_and_split_only_oversized_ones():
-    from contrastive_decoding.scoring import _batches
+    from contrastive_decoding.teacher_forcing import row_batches as _batches
 
     contexts = [[1, 2], [3], [1, 2], [4, 5, 6], [1, 2], [3]]
     continuations = [[7]] * 6

@@ -47,6 +47,14 @@ from .decoding import make_method_config, method_parameters, registry
 from .decoding import sled as sled_math
 from .decoding.spec import AMATEUR, CONTEXT_FREE_PROMPT
 from .method_call import SAMPLING_PARAMETERS, MethodCall
+from .teacher_forcing import (
+    PrefixRows,
+    forward_rows,
+    left_padded,
+    prefix_forward,
+    prefix_targets,
+    row_batches,
+)
 
 # DoLa projects (1 + L) early-exit rows per position through the LM head; positions are processed in chunks
 # so that one chunk's logits stay below this many elements (2**26 float32 = 256 MiB).
@@ -154,38 +162,6 @@ def token_scores(
     return picked, scores.argmax(dim=-1) == targets
 
 
-# --------------------------------------------------------------------------- model calls
-
-
-def _forward(
-    model,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    keep: int,
-    hidden: bool = False,
-    cache: bool = False,
-):
-    """One forward over left-padded rows, positions and mask as ``SequenceRunner.prefill`` (``cache``: return
-    the KV cache too)."""
-    position_ids = (attention_mask.cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)  # [B, S]
-    has_padding = bool((attention_mask == 0).any())
-    return model(
-        input_ids=input_ids,
-        attention_mask=attention_mask if has_padding else None,
-        position_ids=position_ids,
-        use_cache=cache,
-        output_hidden_states=hidden,
-        return_dict=True,
-        logits_to_keep=keep,
-    )
-
-
-def _padded(rows: list[list[int]], pad_token_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    from .backends.hf.runner import left_pad
-
-    return left_pad([torch.tensor(row, dtype=torch.long, device=device) for row in rows], pad_token_id)
-
-
 @torch.no_grad()
 def _score_batch(
     method: str,
@@ -206,7 +182,7 @@ def _score_batch(
     lengths = torch.tensor(continuation_lengths, device=device)  # [B]
     window = int(lengths.max()) + 1  # the positions that predict continuation tokens, plus the last one
     all_rows = sequences + (free_sequences or [])
-    input_ids, attention_mask = _padded(all_rows, pad_token_id, device)  # [B or 2B, S]
+    input_ids, attention_mask = left_padded(all_rows, pad_token_id, device)  # [B or 2B, S]
     positions = continuation_positions(window, lengths)  # [B, W]
     targets = input_ids[:batch, -window:].roll(-1, dims=1)[positions]  # [N] the token each position predicts
 
@@ -215,7 +191,7 @@ def _score_batch(
             cfg, model, heads, input_ids, attention_mask, batch, window, positions, amateur_model, vocab_size
         )
     elif method in ("dola", "sled"):
-        outputs = _forward(model, input_ids, attention_mask, keep=1, hidden=True)
+        outputs = forward_rows(model, input_ids, attention_mask, keep=1, hidden=True)
         heads.head.check(outputs.hidden_states[-1][:, -1], outputs.logits[:, -1].float())
         needed = {*heads.layers, len(outputs.hidden_states) - 1}
         states = [
@@ -224,10 +200,10 @@ def _score_batch(
         ]  # per layer [N, H]
         scores = (dola_scores if method == "dola" else sled_scores)(heads, states, cfg)
     else:
-        logits = _forward(model, input_ids, attention_mask, keep=window).logits  # [B or 2B, W, V]
+        logits = forward_rows(model, input_ids, attention_mask, keep=window).logits  # [B or 2B, W, V]
         if method == "expert_amateur":
             amateur_device = amateur_model.device
-            amateur_logits = _forward(
+            amateur_logits = forward_rows(
                 amateur_model, input_ids.to(amateur_device), attention_mask.to(amateur_device), keep=window
             ).logits
             first = logits[positions][:, :vocab_size]  # [N, V]
@@ -238,137 +214,6 @@ def _score_batch(
             first, second = logits[positions], None
         scores = method_scores(method, cfg, first, second)
     return token_scores(scores, targets, normalize)
-
-
-# --------------------------------------------------------------------------- shared prefixes
-
-
-@dataclass(frozen=True)
-class PrefixRows:
-    """Continuation rows over G distinct prefixes: row r continues ``prefixes[row_prefix[r]]``."""
-
-    prefixes: list[list[int]]  # G prefix token lists
-    row_prefix: list[int]  # [R] the prefix each row continues
-    continuations: list[list[int]]  # [R] each row's continuation tokens (at least one)
-
-    @classmethod
-    def group(cls, prefixes: list[list[int]], continuations: list[list[int]]) -> PrefixRows:
-        """Rows with equal prefix token lists share one prefix (first-seen order)."""
-        index: dict[tuple[int, ...], int] = {}
-        row_prefix = [index.setdefault(tuple(prefix), len(index)) for prefix in prefixes]
-        return cls([list(key) for key in index], row_prefix, [list(c) for c in continuations])
-
-
-def _right_pad(rows: list[list[int]], pad_token_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad token lists into ``input_ids [R, T]`` and ``attention_mask [R, T]``."""
-    length = max(len(row) for row in rows)
-    input_ids = torch.full((len(rows), length), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
-    for index, row in enumerate(rows):
-        input_ids[index, : len(row)] = torch.tensor(row, dtype=torch.long)
-        attention_mask[index, : len(row)] = 1
-    return input_ids.to(device), attention_mask.to(device)
-
-
-def scored_position_index(row_prefix: list[int], lengths: list[int], window: int) -> torch.Tensor:
-    """Where each scored position's output lies in ``cat([prefill_last [G], continuation [R', window]])``.
-
-    Position 0 of row r (it predicts the continuation's first token) is the last prefix position: entry
-    ``row_prefix[r]``. Position t >= 1 is the continuation pass's output at row r', column t - 1, where r' counts
-    the rows with at least two tokens: entry ``G + r' * window + t - 1``. Returns ``[N]`` (N = sum of lengths),
-    rows in order, positions in order.
-    """
-    groups = max(row_prefix) + 1
-    index: list[int] = []
-    second = 0
-    for prefix, length in zip(row_prefix, lengths, strict=True):
-        index.append(prefix)
-        if length > 1:
-            index.extend(groups + second * window + t for t in range(length - 1))
-            second += 1
-    return torch.tensor(index, dtype=torch.long)
-
-
-@dataclass(frozen=True)
-class PositionOutputs:
-    """A model's outputs at the D distinct positions that predict continuation tokens, and which one each of
-    the N scored positions (row by row, in order) is: rows of one prefix share their first position. The
-    first G distinct positions are the G prefixes' last positions, whose model logits are ``prefix_logits``."""
-
-    logits: torch.Tensor | None  # [D, V] float32
-    hidden: dict[int, torch.Tensor]  # {layer: [D, H]}
-    position: torch.Tensor  # [N] index into D
-    prefix_logits: torch.Tensor  # [G, V] the model's own logits at the prefixes' last positions
-
-    def expanded(self) -> tuple[torch.Tensor | None, dict[int, torch.Tensor]]:
-        """The outputs at the N scored positions: ``[N, V]`` logits, ``{layer: [N, H]}``."""
-        logits = self.logits[self.position] if self.logits is not None else None
-        return logits, {layer: states[self.position] for layer, states in self.hidden.items()}
-
-
-def prefix_forward(
-    model,
-    rows: PrefixRows,
-    pad_token_id: int,
-    *,
-    logits: bool = True,
-    hidden_layers: frozenset[int] = frozenset(),
-) -> PositionOutputs:
-    """The model's outputs at every position that predicts a continuation token, each prefix run once.
-
-    Two forwards: the G distinct prefixes, left-padded, with a KV cache (its last position predicts every
-    row's first continuation token), then every row's continuation but its last token, right-padded, on its
-    prefix's cache (``Cache.reorder_cache`` picks each row's prefix; positions and mask continue the prefix's).
-    Returns final logits (``logits=True``) and the hidden states of ``hidden_layers`` (indices into
-    transformers' ``hidden_states``: 0 = embeddings, -1 = the final, normed state) at the distinct positions that
-    predict a continuation token (padding dropped), as one full forward of each ``prefix + continuation`` would
-    give them (up to float rounding): project early exits there, then expand (:class:`PositionOutputs`).
-    """
-    device = model.device
-    prefix_ids, prefix_mask = _padded(rows.prefixes, pad_token_id, device)  # [G, S]
-    want_hidden = bool(hidden_layers)
-    first = _forward(model, prefix_ids, prefix_mask, keep=1, hidden=want_hidden, cache=True)
-    lengths = [len(c) for c in rows.continuations]
-    longer = [r for r, length in enumerate(lengths) if length > 1]
-    pieces_logits = [first.logits[:, -1].float()] if logits else []  # [G, V]
-    pieces_hidden = {layer: [first.hidden_states[layer][:, -1]] for layer in hidden_layers}  # [G, H]
-    window = max(lengths) - 1
-    if longer:
-        cache = first.past_key_values
-        select = torch.tensor([rows.row_prefix[r] for r in longer], dtype=torch.long, device=device)  # [R']
-        cache.reorder_cache(select)
-        tail_ids, tail_mask = _right_pad(
-            [rows.continuations[r][:-1] for r in longer], pad_token_id, device
-        )  # [R', T]: T = window, the longest continuation but its last token
-        mask = torch.cat([prefix_mask[select], tail_mask], dim=1)  # [R', S + T]
-        start = prefix_mask[select].sum(-1, keepdim=True)  # [R', 1] each prefix's length
-        positions = start + torch.arange(window, device=device)  # [R', T]
-        second = model(
-            input_ids=tail_ids,
-            attention_mask=mask,
-            position_ids=positions,
-            past_key_values=cache,
-            use_cache=True,
-            output_hidden_states=want_hidden,
-            return_dict=True,
-            logits_to_keep=0 if logits else 1,
-        )
-        if logits:
-            pieces_logits.append(second.logits.float().flatten(0, 1))  # [R' * T, V]
-        for layer in hidden_layers:
-            pieces_hidden[layer].append(second.hidden_states[layer].flatten(0, 1))  # [R' * T, H]
-    index = scored_position_index(rows.row_prefix, lengths, window).to(device)  # [N]
-    distinct, position = torch.unique(index, return_inverse=True)  # [D], [N]
-    return PositionOutputs(
-        logits=torch.cat(pieces_logits)[distinct] if logits else None,
-        hidden={layer: torch.cat(pieces)[distinct] for layer, pieces in pieces_hidden.items()},
-        position=position,
-        prefix_logits=first.logits[:, -1].float(),
-    )
-
-
-def _prefix_targets(rows: PrefixRows, device) -> torch.Tensor:  # [N] the token each scored position predicts
-    return torch.tensor([t for c in rows.continuations for t in c], dtype=torch.long, device=device)
 
 
 @torch.no_grad()
@@ -389,7 +234,7 @@ def _score_shared(
     """``_score_batch``'s scores with each distinct prefix run once (see :func:`prefix_forward`)."""
     rows = PrefixRows.group(contexts, continuations)
     free_rows = PrefixRows.group(free_contexts, continuations) if free_contexts is not None else None
-    targets = _prefix_targets(rows, model.device)
+    targets = prefix_targets(rows, model.device)
     if method in ("dola", "sled"):  # early exits projected once per distinct position, then expanded
         layers = frozenset({*heads.layers, -1})
         outputs = prefix_forward(model, rows, pad_token_id, logits=False, hidden_layers=layers)
@@ -440,7 +285,7 @@ def _layer_fusion_shared(cfg, model, heads, rows, free_rows, amateur_model, voca
 
 def _fusion_logits(model, head, norm, layer: int, input_ids, attention_mask, window, positions):
     """(final [N, V], lower-layer early exit [N, V]) at the scored positions of one model's rows."""
-    outputs = _forward(model, input_ids, attention_mask, keep=window, hidden=True)
+    outputs = forward_rows(model, input_ids, attention_mask, keep=window, hidden=True)
     final = outputs.logits[:, -window:][positions].float()  # [N, V]
     lower = head(norm(outputs.hidden_states[layer][:, -window:][positions]))  # [N, V]
     return final, lower
@@ -649,7 +494,7 @@ def score(
         pad_token_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
 
     results: list[ContinuationScore | None] = [None] * len(context_ids)
-    for rows in _batches(context_ids, continuation_ids, batch_size, share_prefixes):
+    for rows in row_batches(context_ids, continuation_ids, batch_size, share_prefixes):
         lengths = [len(continuation_ids[i]) for i in rows]
         if share_prefixes:
             values, greedy = _score_shared(
@@ -692,38 +537,6 @@ def score(
                 is_greedy=bool(row_greedy.all()),
             )
     return results  # type: ignore[return-value]
-
-
-def _batches(
-    context_ids: list[list[int]], continuation_ids: list[list[int]], batch_size: int, share_prefixes: bool
-) -> list[list[int]]:
-    """Row indices per batch. Longest first, so rows of similar length share a batch (less padding).
-
-    With ``share_prefixes``, rows of one context are adjacent and a context's rows are kept in one batch when
-    they fit in ``batch_size`` (a context with more rows than that is split into full batches), so each
-    distinct context runs once per batch it is in.
-    """
-    if not share_prefixes:
-        order = sorted(
-            range(len(context_ids)), key=lambda i: -(len(context_ids[i]) + len(continuation_ids[i]))
-        )
-        return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for index, context in enumerate(context_ids):
-        groups.setdefault(tuple(context), []).append(index)
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for members in sorted(groups.values(), key=lambda rows: -len(context_ids[rows[0]])):
-        if current and len(current) + len(members) > batch_size:
-            batches.append(current)
-            current = []
-        while len(members) > batch_size:
-            batches.append(members[:batch_size])
-            members = members[batch_size:]
-        current.extend(members)
-    if current:
-        batches.append(current)
-    return batches
 
 
 def _check_lengths(
