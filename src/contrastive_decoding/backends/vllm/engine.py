@@ -32,6 +32,7 @@ from .requests import (
     FILTER_KEYS,
     METHOD_KEY,
     PAIR_METHODS,
+    check_engine_request,
     parse_extra_args,
 )
 
@@ -164,11 +165,9 @@ class LLM:
                     if key in generate_kwargs and generate_kwargs[key] != defaults.get(key, 0.0)
                 }
             )
-        parse_extra_args(extra)
-        if method == "expert_amateur" and not self.amateur_path:
-            raise ValueError(
-                "expert_amateur needs an engine with amateur_model=<a smaller model, same tokenizer>"
-            )
+        request, _ = parse_extra_args(extra)
+        model_config = self.engine.llm_engine.vllm_config.model_config
+        check_engine_request(request, model_config.hf_config, model_config.hf_text_config)
         if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
         do_sample = generate_kwargs["do_sample"]

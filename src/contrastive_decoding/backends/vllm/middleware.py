@@ -32,7 +32,7 @@ from ...decoding import CONTEXT_FREE_METHODS, parameter_specs, registry
 from ...decoding._validation import number_range
 from ...decoding.spec import AMATEUR, CONTEXT_FREE_PROMPT
 from .plugin import AMATEUR_KEY
-from .requests import CONTEXT_FREE_IDS_KEY, CONTEXT_FREE_PROMPT_KEY
+from .requests import CONTEXT_FREE_IDS_KEY, CONTEXT_FREE_PROMPT_KEY, check_engine_request, parse_extra_args
 
 METHODS_PATH = "/v1/contrastive/methods"
 CHAT_PATH = "/v1/chat/completions"
@@ -172,6 +172,7 @@ class ContrastiveMiddleware:
                 f"method {method!r} contrasts the prompt with and without its context: give {how}",
                 "vllm_xargs",
             )
+        self._check_engine(scope, xargs)
         if data.get("stream"):
             self._check_early(scope, data, xargs, chat)
         if not changed:
@@ -221,6 +222,21 @@ class ContrastiveMiddleware:
         twin = {**data, "messages": messages[:index] + messages[index + 1 :], "stream": False}
         twin.pop("vllm_xargs", None)
         return await render_chat_ids(_app_state(scope), twin)
+
+    def _check_engine(self, scope: Scope, xargs: dict[str, Any]) -> None:
+        """Refuse what this engine cannot run (expert-amateur without an amateur, early exits of layers it does
+        not capture) with a 400, before it reaches the engine, where it would fail the whole step."""
+        config = getattr(_app_state(scope), "vllm_config", None)
+        if config is None:
+            return
+        try:
+            request, _ = parse_extra_args(xargs)
+        except ValueError:
+            return  # the request's own errors: vLLM's validation of our processors reports them as a 400
+        try:
+            check_engine_request(request, config.model_config.hf_config, config.model_config.hf_text_config)
+        except ValueError as error:
+            raise RequestError(str(error), "vllm_xargs") from error
 
     def _check_early(self, scope: Scope, data: dict[str, Any], xargs: dict[str, Any], chat: bool) -> None:
         """Run the engine's admission checks on a streamed request now, so a bad one gets a 400 instead of a

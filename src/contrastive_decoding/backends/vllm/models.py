@@ -34,6 +34,7 @@ import inspect
 import math
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -45,8 +46,15 @@ from vllm.sequence import IntermediateTensors
 from ...decoding import dola as dola_math
 from ...decoding import expert_amateur as ea_math
 from ...decoding import sled as sled_math
-from .plugin import AMATEUR_KEY, EARLY_EXIT_MODES, EARLY_EXITS_KEY, base_architecture, wrapper_architecture
-from .requests import MethodRequest
+from .plugin import (
+    AMATEUR_KEY,
+    EARLY_EXIT_MODES,
+    EARLY_EXITS_KEY,
+    EXIT_LAYERS_KEY,
+    base_architecture,
+    wrapper_architecture,
+)
+from .requests import MethodRequest, captured_layers
 from .rows import engine_row_table
 
 AMATEUR_PREFIX = "amateur"
@@ -82,91 +90,154 @@ def decoder_layers(model: nn.Module, num_layers: int) -> tuple[str, nn.ModuleLis
     return min(found, key=lambda item: item[0].count(".")) if found else None
 
 
+def sampled_token_index() -> torch.Tensor | None:
+    """``[R]`` the token positions this step's ``compute_logits`` will see, in its row order: the last scheduled
+    token of each request (``query_start_loc[1:] - 1``, which is how vLLM 0.32's V1 runner builds
+    ``logits_indices`` without speculative decoding), read from the step's attention metadata in vLLM's forward
+    context. ``None`` outside a model step (profiling and warm-up dummy runs carry no metadata)."""
+    from vllm.forward_context import get_forward_context, is_forward_context_available
+
+    if not is_forward_context_available():
+        return None
+    metadata = get_forward_context().attn_metadata
+    if not isinstance(metadata, dict):  # None in dummy runs; a list under micro-batching (unsupported)
+        return None
+    for entry in metadata.values():
+        starts = getattr(entry, "query_start_loc", None)
+        if isinstance(starts, torch.Tensor):
+            return (starts[1:] - 1).long()
+    return None
+
+
 class AuxCapture:
     """Early exits through vLLM's auxiliary hidden states (``SupportsEagle3``): the model's ``forward`` returns
-    ``(final, [stream entering layer i for i in layers])``."""
+    ``(final, [stream entering layer i for i in layers])`` over every token; the sampled positions are gathered
+    after it. For engines that do not run eagerly (CUDA graphs, ``torch.compile``), where hooks cannot run: the
+    model materialises ``[T, H]`` per captured layer during the forward, which is what the capture set bounds."""
 
     kind = "aux"
 
-    def __init__(self, model: nn.Module, num_layers: int):
-        model.set_aux_hidden_state_layers(tuple(range(num_layers)))
+    def __init__(self, model: nn.Module, layers: list[int]):
+        self.layers = layers
+        model.set_aux_hidden_state_layers(tuple(layers))
 
-    def collect(self, output) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        hidden, layers = output  # [T, H], N x [T, H]
-        return hidden, list(layers)
+    def begin(self, index: torch.Tensor | None) -> None:
+        pass
+
+    def collect(self, output, index: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(final hidden [T, H], early exits [R, L_c, H] at ``index``, or None without an index)."""
+        hidden, layers = output  # [T, H], L_c x [T, H]
+        if index is None:
+            return hidden, None
+        return hidden, torch.stack([states[index] for states in layers], dim=1)  # [R, L_c, H]
 
 
 class HookCapture:
-    """Early exits through forward hooks on the decoder layers (public torch API; nothing is replaced).
+    """Early exits through forward hooks on the decoder layers (public torch API; nothing is replaced), kept at
+    the sampled positions only: ``R`` rows per captured layer, so a long prefill costs no more memory than on a
+    stock engine.
 
-    Index 0 is the ``hidden_states`` argument layer 0 is called with (the embeddings, with whatever scaling or
-    position embeddings the architecture adds), index i >= 1 the output of layer i - 1: ``hidden + residual``
-    when the layer returns vLLM's fused-residual pair, else the tensor itself. Copies are taken at once: fused
-    add-norm kernels update both tensors in place later in the forward. Hooks do not run inside CUDA graphs or
-    ``torch.compile``d code, so this capture needs ``enforce_eager=True`` (``engine_settings`` sets it).
+    Layer 0's entry is the ``hidden_states`` argument layer 0 is called with (the embeddings, with whatever
+    scaling or position embeddings the architecture adds), layer i >= 1's the output of layer i - 1:
+    ``hidden + residual`` when the layer returns vLLM's fused-residual pair, else the tensor itself. The rows are
+    gathered at once (a copy): fused add-norm kernels update both tensors in place later in the forward. Hooks do
+    not run inside CUDA graphs or ``torch.compile``d code, so this capture needs ``enforce_eager=True``
+    (``engine_settings`` sets it).
     """
 
     kind = "hooks"
 
-    def __init__(self, layers: nn.ModuleList, num_layers: int, architecture: str):
-        self.states: list[torch.Tensor | None] = [None] * num_layers
-        self.signature = inspect.signature(layers[0].forward)
-        if "hidden_states" not in self.signature.parameters:
+    def __init__(self, stack: nn.ModuleList, layers: list[int], architecture: str):
+        self.layers = layers
+        self.slot = {layer: slot for slot, layer in enumerate(layers)}
+        self.index: torch.Tensor | None = None
+        self.states: list[torch.Tensor | None] = [None] * len(layers)
+        self.signature = inspect.signature(stack[0].forward)
+        if 0 in self.slot and "hidden_states" not in self.signature.parameters:
             raise ValueError(
                 f"{architecture}: its decoder layers' forward takes no `hidden_states` argument, so DoLa's early "
                 "exits cannot be captured"
             )
-        layers[0].register_forward_pre_hook(self._embeddings, with_kwargs=True)
-        for index in range(1, num_layers):
-            layers[index - 1].register_forward_hook(partial(self._layer_output, index))
+        if 0 in self.slot:
+            stack[0].register_forward_pre_hook(self._embeddings, with_kwargs=True)
+        for layer in layers:
+            if layer >= 1:
+                stack[layer - 1].register_forward_hook(partial(self._layer_output, self.slot[layer]))
+
+    def begin(self, index: torch.Tensor | None) -> None:
+        """Before the forward: the positions to keep (None: keep nothing, as in dummy runs)."""
+        self.index = index
+        self.states = [None] * len(self.layers)
 
     def _embeddings(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        hidden = self.signature.bind_partial(*args, **kwargs).arguments["hidden_states"]
-        self.states[0] = hidden.clone()  # [T, H]
+        if self.index is not None:
+            hidden = self.signature.bind_partial(*args, **kwargs).arguments["hidden_states"]
+            self.states[self.slot[0]] = hidden[self.index]  # [R, H]
 
-    def _layer_output(self, index: int, module: nn.Module, args: tuple, output) -> None:
+    def _layer_output(self, slot: int, module: nn.Module, args: tuple, output) -> None:
+        if self.index is None:
+            return
         if isinstance(output, tuple):
             hidden, residual = output[0], output[1] if len(output) > 1 else None
             fused = isinstance(residual, torch.Tensor) and residual.shape == hidden.shape
-            self.states[index] = hidden + residual if fused else hidden.clone()  # [T, H]
+            rows = hidden[self.index]  # [R, H]
+            self.states[slot] = rows + residual[self.index] if fused else rows
         else:
-            self.states[index] = output.clone()  # [T, H]
+            self.states[slot] = output[self.index]  # [R, H]
 
-    def collect(self, output: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        states, self.states = self.states, [None] * len(self.states)
+    def collect(
+        self, output: torch.Tensor, index: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(final hidden [T, H], early exits [R, L_c, H], or None without an index)."""
+        states, self.states, self.index = self.states, [None] * len(self.layers), None
+        if index is None:
+            return output, None
         if any(state is None for state in states):
             raise RuntimeError("contrastive-decoding: a decoder layer's hook did not run in this forward")
-        return output, states
+        return output, torch.stack(states, dim=1)  # [R, L_c, H]
 
 
-def early_exit_capture(model: nn.Module, vllm_config) -> AuxCapture | HookCapture:
-    """The capture for ``model`` (mode from ``hf_overrides``' ``contrastive_early_exits``, default "auto")."""
+def early_exit_capture(model: nn.Module, vllm_config) -> AuxCapture | HookCapture | None:
+    """The capture for ``model`` (mode from ``hf_overrides``' ``contrastive_early_exits``, default "auto": layer
+    hooks on an eager engine, vLLM's aux hidden states otherwise; layers from ``contrastive_early_exit_layers``,
+    default all). None when no layer is captured."""
     config = vllm_config.model_config.hf_text_config
+    hf_config = vllm_config.model_config.hf_config
     architecture = type(model).__name__
     num_layers = config.num_hidden_layers
-    mode = getattr(vllm_config.model_config.hf_config, EARLY_EXITS_KEY, "auto")
+    mode = getattr(hf_config, EARLY_EXITS_KEY, "auto")
     if mode not in EARLY_EXIT_MODES:
         raise ValueError(f"{EARLY_EXITS_KEY} must be one of {', '.join(EARLY_EXIT_MODES)}, got {mode!r}")
-    if mode == "aux" or (mode == "auto" and supports_eagle3(model)):
+    layers = captured_layers(
+        getattr(hf_config, EXIT_LAYERS_KEY, "all"),
+        num_layers,
+        bool(getattr(config, "tie_word_embeddings", False)),
+    )
+    if not layers:
+        return None
+    eager = bool(vllm_config.model_config.enforce_eager)
+    stack = decoder_layers(model, num_layers)
+    pipeline = vllm_config.parallel_config.pipeline_parallel_size > 1
+    hooks_fit = eager and stack is not None and not pipeline
+    if mode == "aux" or (mode == "auto" and not hooks_fit and supports_eagle3(model)):
         if not supports_eagle3(model):
             raise ValueError(f"{architecture} does not implement vLLM's SupportsEagle3 aux hidden states")
-        return AuxCapture(model, num_layers)
-    stack = decoder_layers(model, num_layers)
+        return AuxCapture(model, layers)
     if stack is None:
         raise ValueError(
             f"{architecture} has neither vLLM's aux-hidden-state interface (SupportsEagle3) nor a decoder-layer "
             f"stack (an nn.ModuleList of its {num_layers} layers), so DoLa's early exits cannot be captured"
         )
-    if vllm_config.parallel_config.pipeline_parallel_size > 1:
+    if pipeline:
         raise ValueError(
             f"{architecture}: early exits through layer hooks do not support pipeline parallelism"
         )
-    if not vllm_config.model_config.enforce_eager:
+    if not eager:
         raise ValueError(
             f"{architecture}: early exits are captured by hooks on its decoder layers, which need "
             "enforce_eager=True (no CUDA graphs or torch.compile)"
         )
-    return HookCapture(stack[1], num_layers, architecture)
+    return HookCapture(stack[1], layers, architecture)
 
 
 def final_norm_name(model: nn.Module, num_layers: int) -> str | None:
@@ -178,8 +249,19 @@ def final_norm_name(model: nn.Module, num_layers: int) -> str | None:
     return None if name is None else f"{holder}.{name}".lstrip(".")
 
 
+@dataclass
+class StepStates:
+    """What the wrapper's ``forward`` kept of a step for its ``compute_logits``: the sampled positions' early
+    exits and amateur hidden states, one row per request in batch order."""
+
+    rows: int  # R: the sampled positions, i.e. the rows of the step's compute_logits
+    early: torch.Tensor | None  # [R, L_c, H] the stream entering each captured layer (None: no capture)
+    amateur: torch.Tensor | None  # [R, H_a] the amateur's final hidden state (None: no amateur)
+
+
 class ContrastiveMixin:
-    """Adds DoLa early exits and an optional amateur to a vLLM causal LM (its ``forward`` + ``compute_logits``)."""
+    """Adds DoLa / SLED early exits and an optional amateur to a vLLM causal LM (its ``forward`` +
+    ``compute_logits``)."""
 
     def __init__(self, *, vllm_config, prefix: str = "") -> None:
         super().__init__(vllm_config=vllm_config, prefix=prefix)
@@ -188,13 +270,16 @@ class ContrastiveMixin:
         self.num_layers = config.num_hidden_layers
         self.tie_word_embeddings = bool(getattr(config, "tie_word_embeddings", False))
         self.hidden_size = config.hidden_size
-        # Capture layers 0 .. N-1 (0 = embeddings): every index a "low" / "high" bucket or a list can name.
-        self.capture = early_exit_capture(self, vllm_config)
+        self.capture = early_exit_capture(self, vllm_config)  # None: the engine captures no layer
+        self.exit_slot = {
+            layer: slot for slot, layer in enumerate(self.capture.layers if self.capture else [])
+        }
         self.final_norm_name = final_norm_name(self, self.num_layers)  # for early_exit_norm=True
         self.amateur: nn.Module | None = None
         self.amateur_path = getattr(vllm_config.model_config.hf_config, AMATEUR_KEY, None)
         if self.amateur_path:
             self.amateur = build_amateur(vllm_config, self.amateur_path)
+        self.step: StepStates | None = None
 
     def forward(
         self,
@@ -204,44 +289,64 @@ class ContrastiveMixin:
         inputs_embeds: torch.Tensor | None = None,
         **kwargs,
     ):
+        """The model's own forward and output (``[T, H]``, untouched); on the side, the early exits and the
+        amateur's hidden states at the step's sampled positions only (:class:`StepStates`)."""
+        needs_rows = self.capture is not None or self.amateur is not None
+        index = sampled_token_index() if needs_rows else None  # [R]
+        if self.capture is not None:
+            self.capture.begin(index)
         output = super().forward(input_ids, positions, intermediate_tensors, inputs_embeds, **kwargs)
         if isinstance(output, IntermediateTensors):
             return output
-        hidden, layers = self.capture.collect(output)  # [T, H], N x [T, H]
-        streams = [hidden, *layers]
+        hidden, early = self.capture.collect(output, index) if self.capture is not None else (output, None)
+        amateur = None
         if self.amateur is not None:
-            streams.append(self.amateur(input_ids, positions, None, inputs_embeds))  # [T, H_amateur]
-        return torch.cat(streams, dim=-1)  # [T, H * (1 + N) (+ H_amateur)]
+            amateur_hidden = self.amateur(input_ids, positions, None, inputs_embeds)  # [T, H_a]: its KV cache
+            amateur = amateur_hidden[index] if index is not None else None  # [R, H_a]
+        self.step = StepStates(int(index.shape[0]), early, amateur) if index is not None else None
+        return hidden
 
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor | None:
-        width = self.hidden_size
-        final = hidden_states[:, :width]  # [R, H]
-        logits = super().compute_logits(final)  # [R, V], through the model's own LM head
+        logits = super().compute_logits(hidden_states)  # [R, V], through the model's own LM head
         rows = self.row_table.claim_rows(hidden_states.shape[0])  # {} outside the step's sampling call
         if rows and logits is not None:
-            self.apply_methods(hidden_states, logits, rows)
+            step = self.step
+            if step is None or step.rows != hidden_states.shape[0]:
+                raise RuntimeError(
+                    "contrastive-decoding: the step's sampled positions do not match compute_logits' rows "
+                    f"({None if step is None else step.rows} vs {hidden_states.shape[0]})"
+                )
+            self.apply_methods(step, logits, rows)
         return logits
 
-    def apply_methods(
-        self, hidden_states: torch.Tensor, logits: torch.Tensor, rows: dict[int, MethodRequest]
-    ) -> None:
-        """Write each method row's scores into ``logits`` [R, V] from ``hidden_states`` [R, H * (1 + N) (+ H_a)]
-        (this wrapper's ``forward`` output at the sampled positions). The only entry point of the method rows:
-        V1's row placement (:mod:`.rows`, filled by the V1 processor) calls it from ``compute_logits``; another
-        runner's placement would call it with its own ``{row: MethodRequest}``."""
-        dola_rows = {row: request for row, request in rows.items() if request.method == "dola"}
-        amateur_rows = {row: request for row, request in rows.items() if request.method == "expert_amateur"}
-        if dola_rows:
-            self._dola(hidden_states, logits, dola_rows)
-        if amateur_rows:
-            self._expert_amateur(hidden_states, logits, amateur_rows)
-        sled_rows = {row: request for row, request in rows.items() if request.method == "sled"}
-        if sled_rows:
-            self._sled(hidden_states, logits, sled_rows)
+    def apply_methods(self, step: StepStates, logits: torch.Tensor, rows: dict[int, MethodRequest]) -> None:
+        """Write each method row's scores into ``logits`` [R, V] from ``step`` (this wrapper's early exits and
+        amateur states at the sampled positions). The only entry point of the method rows: V1's row placement
+        (:mod:`.rows`, filled by the V1 processor) calls it from ``compute_logits``; another runner's placement
+        would call it with its own ``{row: MethodRequest}``."""
+        by_method: dict[str, dict[int, MethodRequest]] = {}
+        for row, request in rows.items():
+            by_method.setdefault(request.method, {})[row] = request
+        if "dola" in by_method:
+            self._dola(step, logits, by_method["dola"])
+        if "expert_amateur" in by_method:
+            self._expert_amateur(step, logits, by_method["expert_amateur"])
+        if "sled" in by_method:
+            self._sled(step, logits, by_method["sled"])
 
-    def _dola(
-        self, hidden_states: torch.Tensor, logits: torch.Tensor, rows: dict[int, MethodRequest]
-    ) -> None:
+    def _early_exits(self, step: StepStates, rows: list[int], layers: list[int]) -> torch.Tensor:
+        """``[L, len(rows), H]``: the captured stream entering ``layers`` at ``rows``."""
+        if step.early is None:
+            raise RuntimeError("contrastive-decoding: early-exit rows on an engine that captures no layer")
+        missing = [layer for layer in layers if layer not in self.exit_slot]
+        if missing:
+            raise RuntimeError(f"contrastive-decoding: layers {missing} are not captured on this engine")
+        device = step.early.device
+        row_index = torch.tensor(rows, device=device)
+        slots = torch.tensor([self.exit_slot[layer] for layer in layers], device=device)
+        return step.early[row_index][:, slots].transpose(0, 1)  # [L, G, H]
+
+    def _dola(self, step: StepStates, logits: torch.Tensor, rows: dict[int, MethodRequest]) -> None:
         """Write DoLa scores into ``logits`` [R, V] for ``rows``: one LM-head call for all their early exits,
         one batched contrast per group of rows sharing candidate layers and settings."""
         width, num_layers = self.hidden_size, self.num_layers
@@ -254,9 +359,7 @@ class ContrastiveMixin:
         needed = sorted({layer for layers, _ in groups for layer in layers})  # [L_u]
         row_ids = sorted(rows)
         position = {row: i for i, row in enumerate(row_ids)}
-        index = torch.tensor(row_ids, device=hidden_states.device)
-        early = hidden_states[index, width : width * (1 + num_layers)].view(len(row_ids), num_layers, width)
-        early = early[:, needed].transpose(0, 1).reshape(-1, width)  # [L_u * R_d, H]
+        early = self._early_exits(step, row_ids, needed).reshape(-1, width)  # [L_u * R_d, H]
         projected: dict[bool, torch.Tensor] = {}  # early_exit_norm -> [L_u, R_d, V]
         for (layers, config), group in groups.items():
             norm = bool(config.early_exit_norm)
@@ -270,9 +373,7 @@ class ContrastiveMixin:
             scores, _ = dola_math.contrast(logits[group_rows], group_early, config)  # [G, V]
             logits[group_rows] = scores.to(logits.dtype)
 
-    def _sled(
-        self, hidden_states: torch.Tensor, logits: torch.Tensor, rows: dict[int, MethodRequest]
-    ) -> None:
+    def _sled(self, step: StepStates, logits: torch.Tensor, rows: dict[int, MethodRequest]) -> None:
         """Write SLED's evolved scores into ``logits`` [R, V] for ``rows``: per group of rows sharing a config,
         their early exits through the LM head in one call, then ``sled.sled_scores`` (the HF backend's math)."""
         width, num_layers = self.hidden_size, self.num_layers
@@ -281,15 +382,11 @@ class ContrastiveMixin:
             groups.setdefault(request.config, []).append(row)
         for config, group in groups.items():
             layers = sled_math.early_exit_layers(config.sled_layers, num_layers, self.tie_word_embeddings)
-            group_rows = torch.tensor(group, device=hidden_states.device)
-            early = hidden_states[group_rows, width : width * (1 + num_layers)].view(
-                len(group), num_layers, width
-            )
-            early = early[:, layers].transpose(0, 1).reshape(-1, width)  # [L * G, H]
+            early = self._early_exits(step, group, layers).reshape(-1, width)  # [L * G, H]
             if config.early_exit_norm:
                 early = self._final_norm(early)
             early_logits = super().compute_logits(early).view(len(layers), len(group), -1)  # [L, G, V]
-            logits_rows = group_rows.to(logits.device)
+            logits_rows = torch.tensor(group, device=logits.device)
             scores = sled_math.sled_scores(logits[logits_rows], early_logits, config)  # [G, V]
             logits[logits_rows] = scores.to(logits.dtype)
 
@@ -302,16 +399,13 @@ class ContrastiveMixin:
         normed = self.get_submodule(self.final_norm_name)(states)
         return normed[0] if isinstance(normed, tuple) else normed
 
-    def _expert_amateur(
-        self, hidden_states: torch.Tensor, logits: torch.Tensor, rows: dict[int, MethodRequest]
-    ):
+    def _expert_amateur(self, step: StepStates, logits: torch.Tensor, rows: dict[int, MethodRequest]):
         """Write expert-amateur scores into ``logits`` [R, V] for ``rows``."""
-        if self.amateur is None:
+        if self.amateur is None or step.amateur is None:
             raise RuntimeError("expert_amateur rows on an engine without an amateur model")
-        start = self.hidden_size * (1 + self.num_layers)
         row_ids = sorted(rows)
-        index = torch.tensor(row_ids, device=hidden_states.device)
-        amateur_logits = self.amateur.compute_logits(hidden_states[index, start:])  # [R_a, V_a]
+        index = torch.tensor(row_ids, device=step.amateur.device)
+        amateur_logits = self.amateur.compute_logits(step.amateur[index])  # [R_a, V_a]
         vocab = min(logits.shape[-1], amateur_logits.shape[-1])
         groups: dict[object, list[int]] = {}
         for position, row in enumerate(row_ids):

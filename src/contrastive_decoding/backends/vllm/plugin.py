@@ -15,10 +15,13 @@ from __future__ import annotations
 MODELS_MODULE = "contrastive_decoding.backends.vllm.models"
 # the ``hf_overrides`` key that gives a wrapper its amateur (a checkpoint directory); read on the model config
 AMATEUR_KEY = "contrastive_amateur_model"
-# the ``hf_overrides`` key that picks how early exits are captured: "auto" (vLLM's aux hidden states where the
-# architecture implements them, else forward hooks on the decoder layers), "aux" or "hooks"
+# the ``hf_overrides`` key that picks how early exits are captured: "auto" (forward hooks on the decoder layers when
+# the engine runs eagerly, else vLLM's aux hidden states where the architecture implements them), "aux" or "hooks"
 EARLY_EXITS_KEY = "contrastive_early_exits"
 EARLY_EXIT_MODES = ("auto", "aux", "hooks")
+# the ``hf_overrides`` key that names the layers whose early exits are captured: "all" (default), "dola" (the union of
+# DoLa's buckets), "none", or a list of indices (0 = embeddings); requests naming another layer are refused
+EXIT_LAYERS_KEY = "contrastive_early_exit_layers"
 WRAPPER_PREFIX = "Contrastive"
 
 

@@ -11,10 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ...decoding import make_method_config, method_parameters, registry
+from ...decoding import dola as dola_math
+from ...decoding import make_method_config, method_parameters, parameter_specs, registry
+from ...decoding import sled as sled_math
 from ...decoding._validation import did_you_mean
 from ...decoding.spec import VLLM_NO, VLLM_PAIR
 from ...samplers.config import SamplingConfig
+from .plugin import AMATEUR_KEY, EXIT_LAYERS_KEY
 
 METHOD_KEY = "method"
 TYPICAL_KEY = "typical_p"
@@ -123,10 +126,24 @@ def parse_extra_args(extra_args: dict[str, Any] | None) -> tuple[MethodRequest, 
             f"Unknown parameter {unknown[0]!r} for method {method!r}.{did_you_mean(unknown[0], valid)} "
             f"Valid parameters: {', '.join(valid) or 'none'}."
         )
+    args = _booleans_from_ints(method, args)
     config = make_method_config(method, **args) if names else None
     if pair is not None:
         return MethodRequest(method, config, str(pair["id"]), str(pair["role"])), filters
     return MethodRequest(method, config), filters
+
+
+def _booleans_from_ints(method: str, args: dict[str, Any]) -> dict[str, Any]:
+    """``vllm_xargs`` has no boolean type in vLLM's request schema (``str | int | float | list``), so a JSON
+    ``true`` reaches the engine as ``1``: for the method's true-or-false parameters, 1 and 0 mean true and false
+    (any other number is still refused by the config)."""
+    specs = parameter_specs(method)
+    return {
+        key: bool(value)
+        if type(value) is int and value in (0, 1) and specs[key]["range"].get("type") == "bool"
+        else value
+        for key, value in args.items()
+    }
 
 
 def pair_sampling_config(
@@ -154,3 +171,61 @@ def pair_sampling_config(
         eta_cutoff=filters.eta_cutoff,
         seed=seed,
     )
+
+
+def captured_layers(setting: object, num_layers: int, tie_word_embeddings: bool) -> list[int]:
+    """The early-exit layers an engine captures (``hf_overrides`` ``contrastive_early_exit_layers``): ``"all"``
+    (0 .. N-1, every index a DoLa or SLED request can name; the default), ``"dola"`` (the union of DoLa's
+    ``"low"`` and ``"high"`` buckets), ``"none"`` (no capture: DoLa and SLED are refused) or a list of indices."""
+    if setting == "all":
+        return list(range(num_layers))
+    if setting == "none":
+        return []
+    if setting == "dola":
+        layers = set(dola_math.candidate_layers("high", num_layers, tie_word_embeddings))
+        try:
+            layers |= set(dola_math.candidate_layers("low", num_layers, tie_word_embeddings))
+        except ValueError:  # no "low" bucket for this depth
+            pass
+        return sorted(layers)
+    if isinstance(setting, (list, tuple)) and all(
+        isinstance(i, int) and not isinstance(i, bool) and 0 <= i < num_layers for i in setting
+    ):
+        return sorted(set(setting))
+    raise ValueError(
+        f"{EXIT_LAYERS_KEY} must be 'all', 'dola', 'none' or a list of layer indices in [0, {num_layers - 1}], "
+        f"got {setting!r}"
+    )
+
+
+def request_exit_layers(request: MethodRequest, num_layers: int, tie_word_embeddings: bool) -> list[int]:
+    """The early-exit layers a request reads (DoLa's candidates, SLED's layers; none for other methods)."""
+    if request.method == "dola":
+        return dola_math.candidate_layers(request.config.dola_layers, num_layers, tie_word_embeddings)
+    if request.method == "sled":
+        return sled_math.early_exit_layers(request.config.sled_layers, num_layers, tie_word_embeddings)
+    return []
+
+
+def check_engine_request(request: MethodRequest, hf_config: Any, text_config: Any) -> None:
+    """Refuse (``ValueError``) a request the engine cannot run: expert-amateur without an amateur, early exits
+    of layers the engine does not capture. Called in the front end (``LLM``, the server), where a refusal is an
+    error for that request only (a 400), never in the engine."""
+    if request.method == "expert_amateur" and not getattr(hf_config, AMATEUR_KEY, None):
+        raise ValueError(
+            "expert_amateur needs an engine with an amateur model (LLM(..., amateur_model=...), "
+            "serve --amateur-model)"
+        )
+    num_layers = text_config.num_hidden_layers
+    tie = bool(getattr(text_config, "tie_word_embeddings", False))
+    wanted = request_exit_layers(request, num_layers, tie)
+    if not wanted:
+        return
+    setting = getattr(hf_config, EXIT_LAYERS_KEY, "all")
+    missing = sorted(set(wanted) - set(captured_layers(setting, num_layers, tie)))
+    if missing:
+        raise ValueError(
+            f"method {request.method!r} reads early exits of layers {missing}, which this engine does not "
+            f"capture ({EXIT_LAYERS_KEY}={setting!r}); start it with {EXIT_LAYERS_KEY}='all' or a list that "
+            "holds them"
+        )
