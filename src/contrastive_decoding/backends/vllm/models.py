@@ -58,6 +58,8 @@ from .requests import MethodRequest, captured_layers
 from .rows import engine_row_table
 
 AMATEUR_PREFIX = "amateur"
+EARLY_EXIT_METHODS = frozenset({"dola", "sled"})  # the methods that read early exits
+AMATEUR_METHODS = frozenset({"expert_amateur"})  # the methods that read the amateur's hidden states
 # names of the final norm on the module that holds the decoder layers (Llama / Gemma: norm, GPT-2: ln_f, ...)
 FINAL_NORM_NAMES = ("norm", "final_layernorm", "final_layer_norm", "ln_f", "norm_f", "final_norm")
 
@@ -291,18 +293,21 @@ class ContrastiveMixin:
     ):
         """The model's own forward and output (``[T, H]``, untouched); on the side, the early exits and the
         amateur's hidden states at the step's sampled positions only (:class:`StepStates`)."""
-        needs_rows = self.capture is not None or self.amateur is not None
-        index = sampled_token_index() if needs_rows else None  # [R]
+        wants_early = self.capture is not None and self.row_table.asks_for(EARLY_EXIT_METHODS)
+        wants_amateur = self.amateur is not None and self.row_table.asks_for(AMATEUR_METHODS)
+        index = sampled_token_index() if wants_early or wants_amateur else None  # [R]
         if self.capture is not None:
-            self.capture.begin(index)
+            self.capture.begin(index if wants_early else None)  # a step no row needs them in keeps nothing
         output = super().forward(input_ids, positions, intermediate_tensors, inputs_embeds, **kwargs)
         if isinstance(output, IntermediateTensors):
             return output
-        hidden, early = self.capture.collect(output, index) if self.capture is not None else (output, None)
+        hidden, early = output, None
+        if self.capture is not None:
+            hidden, early = self.capture.collect(output, index if wants_early else None)
         amateur = None
         if self.amateur is not None:
             amateur_hidden = self.amateur(input_ids, positions, None, inputs_embeds)  # [T, H_a]: its KV cache
-            amateur = amateur_hidden[index] if index is not None else None  # [R, H_a]
+            amateur = amateur_hidden[index] if wants_amateur else None  # [R, H_a]
         self.step = StepStates(int(index.shape[0]), early, amateur) if index is not None else None
         return hidden
 
@@ -310,11 +315,11 @@ class ContrastiveMixin:
         logits = super().compute_logits(hidden_states)  # [R, V], through the model's own LM head
         rows = self.row_table.claim_rows(hidden_states.shape[0])  # {} outside the step's sampling call
         if rows and logits is not None:
-            step = self.step
-            if step is None or step.rows != hidden_states.shape[0]:
+            step = self.step or StepStates(hidden_states.shape[0], None, None)  # None: no row needed them
+            if step.rows != hidden_states.shape[0]:
                 raise RuntimeError(
                     "contrastive-decoding: the step's sampled positions do not match compute_logits' rows "
-                    f"({None if step is None else step.rows} vs {hidden_states.shape[0]})"
+                    f"({step.rows} vs {hidden_states.shape[0]})"
                 )
             self.apply_methods(step, logits, rows)
         return logits
@@ -366,10 +371,17 @@ class ContrastiveMixin:
             if norm not in projected:
                 states = self._final_norm(early) if norm else early
                 projected[norm] = super().compute_logits(states).view(len(needed), len(row_ids), -1)
-            layer_index = torch.tensor([needed.index(layer) for layer in layers], device=logits.device)
-            group_positions = torch.tensor([position[row] for row in group], device=logits.device)
+            group_early = projected[norm]  # [L_u, R_d, V]
+            if list(layers) != needed:
+                layer_index = torch.tensor([needed.index(layer) for layer in layers], device=logits.device)
+                group_early = group_early[layer_index]  # [L, R_d, V]
+            if len(group) != len(row_ids):
+                group_positions = torch.tensor([position[row] for row in group], device=logits.device)
+                group_early = group_early[:, group_positions]  # [L, G, V]
+            if group == list(range(logits.shape[0])):  # every row of the step: no gather, no scatter
+                logits.copy_(dola_math.contrast(logits, group_early, config)[0])
+                continue
             group_rows = torch.tensor(group, device=logits.device)
-            group_early = projected[norm][layer_index][:, group_positions]  # [L, G, V]
             scores, _ = dola_math.contrast(logits[group_rows], group_early, config)  # [G, V]
             logits[group_rows] = scores.to(logits.dtype)
 

@@ -57,6 +57,13 @@ class RowTable:
         self.batch_size = batch_size
         self.state = StepState.OPEN
 
+    def asks_for(self, methods: frozenset[str]) -> bool:
+        """Whether a row of the open step asks for one of ``methods`` (read by the wrapper's ``forward``, which
+        runs after ``update_state``: a step with none skips the early-exit capture)."""
+        return self.state is StepState.OPEN and any(
+            request.method in methods for request in self.rows.values()
+        )
+
     def claim_rows(self, num_rows: int) -> dict[int, MethodRequest]:
         """The method rows for this ``compute_logits`` call: the step's rows on its first call after
         :meth:`open_step` (the sampling call), ``{}`` on any other call."""
