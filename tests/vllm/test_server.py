@@ -10,6 +10,7 @@ engine that is shut down before the server starts: two engines never share the m
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -129,6 +130,13 @@ def server(models, expected, tmp_path_factory):
         "--port", str(port), "--host", "127.0.0.1", "--max-model-len", "256",
         "--gpu-memory-utilization", "0.1", "--max-num-seqs", "16",
     ]  # fmt: skip
+    with serving(command, port, log_path) as url:
+        yield {"url": url, "model": str(models["expert"]), "log": log_path}
+
+
+@contextlib.contextmanager
+def serving(command: list[str], port: int, log_path: Path):
+    """Run a `serve` command until the block ends; yields its URL once /health answers."""
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -147,7 +155,7 @@ def server(models, expected, tmp_path_factory):
             except httpx.HTTPError:
                 pass
             time.sleep(1)
-        yield {"url": url, "model": str(models["expert"]), "log": log_path}
+        yield url
     finally:
         stop(process)
 

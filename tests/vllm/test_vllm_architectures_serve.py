@@ -10,9 +10,7 @@ writes the HF backend's tokens for DoLa and expert-amateur.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +18,6 @@ import torch
 
 pytest.importorskip("vllm")
 openai = pytest.importorskip("openai")
-httpx = pytest.importorskip("httpx")
 
 from click.testing import CliRunner  # noqa: E402
 
@@ -29,7 +26,7 @@ from contrastive_decoding.cli import main  # noqa: E402
 from contrastive_decoding.models import load_model_and_tokenizer  # noqa: E402
 
 from ..tiny_models import tiny_model, tiny_tokenizer  # noqa: E402
-from .test_server import START_TIMEOUT_S, free_port, log_tail, stop  # noqa: E402
+from .test_server import free_port, serving  # noqa: E402
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]
 PROMPTS = ["w5 w17 w300 w42", "w100 w101 w102 w103 w104 w105"]
@@ -76,28 +73,9 @@ def gemma_server(tmp_path_factory):
         "serve", expert, "--amateur-model", amateur, "--port", str(port), "--host", "127.0.0.1",
         "--max-model-len", "256", "--gpu-memory-utilization", "0.1", "--max-num-seqs", "16",
     ]  # fmt: skip
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"the server exited with {process.returncode}:\n{log_tail(log_path)}")
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"the server did not answer /health in {START_TIMEOUT_S} s:\n{log_tail(log_path)}"
-                )
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
+    with serving(command, port, log_path) as url:
         client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
         yield client, expert, expected
-    finally:
-        stop(process)
 
 
 def test_serve_on_gemma3_with_a_mistral_amateur_equals_the_hf_backend(gemma_server):
