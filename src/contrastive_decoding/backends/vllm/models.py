@@ -121,6 +121,7 @@ class AuxCapture:
 
     def __init__(self, model: nn.Module, layers: list[int]):
         self.layers = layers
+        self.slot = {layer: slot for slot, layer in enumerate(layers)}  # layer -> its index on the early axis
         model.set_aux_hidden_state_layers(tuple(layers))
 
     def begin(self, index: torch.Tensor | None) -> None:
@@ -151,7 +152,7 @@ class HookCapture:
 
     def __init__(self, stack: nn.ModuleList, layers: list[int], architecture: str):
         self.layers = layers
-        self.slot = {layer: slot for slot, layer in enumerate(layers)}
+        self.slot = {layer: slot for slot, layer in enumerate(layers)}  # layer -> its index on the early axis
         self.index: torch.Tensor | None = None
         self.states: list[torch.Tensor | None] = [None] * len(layers)
         self.signature = inspect.signature(stack[0].forward)
@@ -273,9 +274,6 @@ class ContrastiveMixin:
         self.tie_word_embeddings = bool(getattr(config, "tie_word_embeddings", False))
         self.hidden_size = config.hidden_size
         self.capture = early_exit_capture(self, vllm_config)  # None: the engine captures no layer
-        self.exit_slot = {
-            layer: slot for slot, layer in enumerate(self.capture.layers if self.capture else [])
-        }
         self.final_norm_name = final_norm_name(self, self.num_layers)  # for early_exit_norm=True
         self.amateur: nn.Module | None = None
         self.amateur_path = getattr(vllm_config.model_config.hf_config, AMATEUR_KEY, None)
@@ -343,12 +341,13 @@ class ContrastiveMixin:
         """``[L, len(rows), H]``: the captured stream entering ``layers`` at ``rows``."""
         if step.early is None:
             raise RuntimeError("contrastive-decoding: early-exit rows on an engine that captures no layer")
-        missing = [layer for layer in layers if layer not in self.exit_slot]
+        slot = self.capture.slot  # step.early is set only on an engine with a capture
+        missing = [layer for layer in layers if layer not in slot]
         if missing:
             raise RuntimeError(f"contrastive-decoding: layers {missing} are not captured on this engine")
         device = step.early.device
         row_index = torch.tensor(rows, device=device)
-        slots = torch.tensor([self.exit_slot[layer] for layer in layers], device=device)
+        slots = torch.tensor([slot[layer] for layer in layers], device=device)
         return step.early[row_index][:, slots].transpose(0, 1)  # [L, G, H]
 
     def _dola(self, step: StepStates, logits: torch.Tensor, rows: dict[int, MethodRequest]) -> None:
