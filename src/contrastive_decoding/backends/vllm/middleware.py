@@ -31,8 +31,13 @@ from typing import Any
 from ...decoding import CONTEXT_FREE_METHODS, parameter_specs, registry
 from ...decoding._validation import number_range
 from ...decoding.spec import AMATEUR, CONTEXT_FREE_PROMPT
-from .plugin import AMATEUR_KEY
-from .requests import CONTEXT_FREE_IDS_KEY, CONTEXT_FREE_PROMPT_KEY, check_engine_request, parse_extra_args
+from .requests import (
+    CONTEXT_FREE_IDS_KEY,
+    CONTEXT_FREE_PROMPT_KEY,
+    check_engine_request,
+    engine_has_amateur,
+    parse_extra_args,
+)
 
 METHODS_PATH = "/v1/contrastive/methods"
 CHAT_PATH = "/v1/chat/completions"
@@ -361,7 +366,7 @@ def _has_amateur(state: Any) -> bool | None:
     config = getattr(state, "vllm_config", None)
     if config is None:
         return None
-    return AMATEUR_KEY in (getattr(config.model_config, "hf_overrides", None) or {})
+    return engine_has_amateur(config.model_config.hf_config)
 
 
 def _api_tokens(scope: Scope) -> list[str]:

@@ -207,11 +207,16 @@ def request_exit_layers(request: MethodRequest, num_layers: int, tie_word_embedd
     return []
 
 
+def engine_has_amateur(hf_config: Any) -> bool:
+    """Whether an engine with this (overridden) ``hf_config`` runs an amateur model."""
+    return bool(getattr(hf_config, AMATEUR_KEY, None))
+
+
 def check_engine_request(request: MethodRequest, hf_config: Any, text_config: Any) -> None:
     """Refuse (``ValueError``) a request the engine cannot run: expert-amateur without an amateur, early exits
     of layers the engine does not capture. Called in the front end (``LLM``, the server), where a refusal is an
     error for that request only (a 400), never in the engine."""
-    if request.method == "expert_amateur" and not getattr(hf_config, AMATEUR_KEY, None):
+    if request.method == "expert_amateur" and not engine_has_amateur(hf_config):
         raise ValueError(
             "expert_amateur needs an engine with an amateur model (LLM(..., amateur_model=...), "
             "serve --amateur-model)"
