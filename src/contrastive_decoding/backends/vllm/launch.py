@@ -22,14 +22,46 @@ LEGACY_MIDDLEWARE = "contrastive_decoding.backends.vllm.server.ContrastiveMiddle
 
 # vLLM option aliases (BooleanOptionalAction's --no-X counts as X)
 _ALIASES = {"device-memory-utilization": "gpu-memory-utilization"}
+_SHORT = {"-tp": "tensor-parallel-size", "-pp": "pipeline-parallel-size"}  # vLLM's short forms we read
+# the user's options engine_settings reads (it checks parallel layouts and splits the memory share per CPU rank)
+_READ_OPTIONS = {
+    "tensor-parallel-size": int,
+    "pipeline-parallel-size": int,
+    "gpu-memory-utilization": float,
+    "enforce-eager": bool,
+}
 
 
 def _option_name(token: str) -> str | None:
+    if token.split("=", 1)[0] in _SHORT:
+        return _SHORT[token.split("=", 1)[0]]
     if not token.startswith("--") or token == "--":
         return None
     name = token[2:].split("=", 1)[0].replace("_", "-")
     name = _ALIASES.get(name, name)
     return name.removeprefix("no-") if name.startswith("no-") else name
+
+
+def _read_options(user_args: list[str]) -> tuple[dict[str, Any], dict[str, int]]:
+    """The user's values of :data:`_READ_OPTIONS` as ``engine_settings`` keywords (the last one given wins), and
+    the index of each value's token in ``user_args`` (for ``--x=v`` the token itself)."""
+    values: dict[str, Any] = {}
+    where: dict[str, int] = {}
+    for i, token in enumerate(user_args):
+        name = _option_name(token)
+        if name not in _READ_OPTIONS:
+            continue
+        key, kind = name.replace("-", "_"), _READ_OPTIONS[name]
+        if kind is bool:
+            values[key] = not token.lstrip("-").replace("_", "-").startswith("no-")
+            continue
+        raw = token.split("=", 1)[1] if "=" in token else user_args[i + 1] if i + 1 < len(user_args) else None
+        try:
+            values[key] = kind(raw)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{token.split('=', 1)[0]} needs a number, got {raw!r}") from error
+        where[key] = i if "=" in token else i + 1
+    return values, where
 
 
 def serve_arguments(
@@ -39,13 +71,22 @@ def serve_arguments(
 
     An option the user gives replaces ours, except ``--hf-overrides`` (the user's keys are merged into ours, which
     pick the contrastive wrapper architecture) and ``--middleware`` (ours is added to the user's).
-    ``--served-model-name`` defaults to ``model`` as the user typed it.
+    ``--served-model-name`` defaults to ``model`` as the user typed it. The user's parallel layout
+    (``-tp/--tensor-parallel-size``, ``-pp/--pipeline-parallel-size``), ``--[no-]enforce-eager`` and
+    ``--gpu-memory-utilization`` reach ``engine_settings``, which refuses what pipeline parallelism cannot run and,
+    for CPU ranks sharing a memory node, binds their cores and splits the memory share (the user's value given
+    here is replaced by its per-rank share).
     """
-    user_args = list(vllm_args)
+    user_overrides: dict[str, Any] = {}
+    user_args = _merge_hf_overrides(list(vllm_args), user_overrides)
     user_options = {name for token in user_args if (name := _option_name(token))}
-    settings = engine_settings(model_path, amateur_path)
+    read, where = _read_options(user_args)
+    settings = engine_settings(model_path, amateur_path, hf_overrides=user_overrides, **read)
+    share = settings.get("gpu_memory_utilization")
+    if "gpu_memory_utilization" in where and share not in (None, read["gpu_memory_utilization"]):  # CPU ranks
+        i = where["gpu_memory_utilization"]
+        user_args[i] = f"{user_args[i].split('=', 1)[0]}={share}" if "=" in user_args[i] else str(share)
     hf_overrides = dict(settings.pop("hf_overrides"))
-    user_args = _merge_hf_overrides(user_args, hf_overrides)
     args = ["serve", model_path, "--hf-overrides", json.dumps(hf_overrides)]
     for key, value in settings.items():
         option = key.replace("_", "-")

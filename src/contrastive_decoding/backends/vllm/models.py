@@ -40,7 +40,7 @@ from functools import partial
 import torch
 from torch import nn
 from vllm.model_executor.model_loader.weight_utils import safetensors_weights_iterator
-from vllm.model_executor.models.interfaces import supports_eagle3
+from vllm.model_executor.models.interfaces import EagleModelMixin, supports_eagle3
 from vllm.sequence import IntermediateTensors
 
 from ...decoding import dola as dola_math
@@ -200,6 +200,48 @@ class HookCapture:
         return output, torch.stack(states, dim=1)  # [R, L_c, H]
 
 
+PIPELINE_AMATEUR_ERROR = (
+    "expert-amateur decoding does not support pipeline parallelism: the amateur runs inside the expert's forward "
+    "on every token, and under pipeline_parallel_size > 1 its layers would be split across stages too; use "
+    "tensor_parallel_size for the pair, or pipeline parallelism without the amateur"
+)
+
+
+def relay_aux_over_pipeline(model: nn.Module) -> None:
+    """Under pipeline parallelism, let the captured layers of earlier stages reach the last one.
+
+    vLLM's aux-hidden-state models pack a stage's captured layers into its ``IntermediateTensors`` under
+    ``aux_hidden_states_<slot>`` and the last stage prepends those it receives to its own
+    (``EagleModelMixin.collect_remote_aux_hidden_states``), but a stage receives only the keys its runner's
+    ``make_empty_intermediate_tensors`` buffer holds. ``reserve_aux_intermediate_tensor_slots`` (the helper vLLM's
+    EAGLE-3 path calls) adds the upstream slots to that buffer on every stage after the first; a middle stage
+    passes them on (:func:`pass_upstream_aux`). Raises for a model whose aux states do not cross stages."""
+    from vllm.v1.worker.gpu.spec_decode.eagle.eagle3_utils import (
+        reserve_aux_intermediate_tensor_slots,
+        verify_supports_aux_hidden_states_over_pp,
+    )
+
+    try:
+        verify_supports_aux_hidden_states_over_pp(model, "DoLa / SLED early exits")
+    except ValueError as error:
+        raise ValueError(
+            f"{error}: its vLLM model does not pass aux hidden states between pipeline stages, so the early "
+            "exits of earlier stages cannot reach the last; use tensor_parallel_size instead, or "
+            "hf_overrides={'contrastive_early_exit_layers': 'none'} (no DoLa / SLED)"
+        ) from error
+    reserve_aux_intermediate_tensor_slots(model)
+
+
+def pass_upstream_aux(received: IntermediateTensors | None, sent: IntermediateTensors) -> None:
+    """A middle pipeline stage forwards the aux states it received from earlier stages (vLLM 0.32's V1 runner
+    sends only what the model returns, and the model returns only its own layers' states)."""
+    if received is None:
+        return
+    for key, value in received.tensors.items():
+        if key.startswith(EagleModelMixin.AUX_HIDDEN_STATE_KEY) and key not in sent.tensors:
+            sent.tensors[key] = value
+
+
 def early_exit_capture(model: nn.Module, vllm_config) -> AuxCapture | HookCapture | None:
     """The capture for ``model`` (mode from ``hf_overrides``' ``contrastive_early_exits``, default "auto": layer
     hooks on an eager engine, vLLM's aux hidden states otherwise; layers from ``contrastive_early_exit_layers``,
@@ -233,7 +275,9 @@ def early_exit_capture(model: nn.Module, vllm_config) -> AuxCapture | HookCaptur
         )
     if pipeline:
         raise ValueError(
-            f"{architecture}: early exits through layer hooks do not support pipeline parallelism"
+            f"{architecture}: early exits through layer hooks do not support pipeline parallelism (a stage's "
+            "hooks cannot hand their states to the last stage); use tensor_parallel_size instead, or "
+            "hf_overrides={'contrastive_early_exit_layers': 'none'} to serve without DoLa / SLED"
         )
     if not eager:
         raise ValueError(
@@ -273,11 +317,16 @@ class ContrastiveMixin:
         self.num_layers = config.num_hidden_layers
         self.tie_word_embeddings = bool(getattr(config, "tie_word_embeddings", False))
         self.hidden_size = config.hidden_size
+        self.pipeline_stages = vllm_config.parallel_config.pipeline_parallel_size
         self.capture = early_exit_capture(self, vllm_config)  # None: the engine captures no layer
+        if self.capture is not None and self.capture.kind == "aux" and self.pipeline_stages > 1:
+            relay_aux_over_pipeline(self)
         self.final_norm_name = final_norm_name(self, self.num_layers)  # for early_exit_norm=True
         self.amateur: nn.Module | None = None
         self.amateur_path = getattr(vllm_config.model_config.hf_config, AMATEUR_KEY, None)
         if self.amateur_path:
+            if self.pipeline_stages > 1:
+                raise ValueError(PIPELINE_AMATEUR_ERROR)
             self.amateur = build_amateur(vllm_config, self.amateur_path)
         self.step: StepStates | None = None
 
@@ -297,7 +346,9 @@ class ContrastiveMixin:
         if self.capture is not None:
             self.capture.begin(index if wants_early else None)  # a step no row needs them in keeps nothing
         output = super().forward(input_ids, positions, intermediate_tensors, inputs_embeds, **kwargs)
-        if isinstance(output, IntermediateTensors):
+        if isinstance(output, IntermediateTensors):  # not the last pipeline stage
+            if self.capture is not None and self.capture.kind == "aux":
+                pass_upstream_aux(intermediate_tensors, output)
             return output
         hidden, early = output, None
         if self.capture is not None:
