@@ -503,3 +503,22 @@ def test_middleware_checks_the_api_key_before_anything_else():
     answer = call(state, "POST", "/v1/chat/completions", bad, headers=auth)
     assert answer.status_code == 400
     assert answer.json()["error"]["param"] == "vllm_xargs.context_message"
+
+
+def test_methods_document_reads_the_amateur_from_the_engine_config():
+    from types import SimpleNamespace
+
+    from contrastive_decoding.backends.vllm.middleware import methods_document
+    from contrastive_decoding.backends.vllm.plugin import AMATEUR_KEY
+
+    def state(**hf_config):
+        model_config = SimpleNamespace(hf_config=SimpleNamespace(**hf_config))
+        return SimpleNamespace(vllm_config=SimpleNamespace(model_config=model_config))
+
+    def entry(document):
+        return next(m for m in document["methods"] if m["name"] == "expert_amateur")
+
+    without = entry(methods_document(state()))
+    assert not without["served"] and "--amateur-model" in without["reason"]
+    assert entry(methods_document(state(**{AMATEUR_KEY: "/models/amateur"})))["served"]
+    assert entry(methods_document(None))["served"]  # no engine config: unknown, listed as served
