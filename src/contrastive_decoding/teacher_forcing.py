@@ -5,6 +5,7 @@ continuation is scored from its context's cache (:func:`prefix_forward`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -101,6 +102,94 @@ class PositionOutputs:
         return logits, {layer: states[self.position] for layer, states in self.hidden.items()}
 
 
+@dataclass
+class Prefill:
+    """The G prefixes run into one KV cache over ``[G, S]`` slots, row g's real tokens where ``mask[g]`` is 1,
+    and the model's outputs at each prefix's last token."""
+
+    cache: Any  # transformers Cache
+    mask: torch.Tensor  # [G, S]
+    logits: torch.Tensor  # [G, V] float32, the model's own
+    hidden: dict[int, torch.Tensor]  # {layer: [G, H]}
+
+
+def prefill_left_padded(model, prefixes: list[list[int]], pad_token_id: int, layers: set[int]) -> Prefill:
+    """The prefixes left-padded, one forward from scratch."""
+    ids, mask = left_padded(prefixes, pad_token_id, model.device)  # [G, S]
+    out = forward_rows(model, ids, mask, keep=1, hidden=bool(layers), cache=True)
+    hidden = {layer: out.hidden_states[layer][:, -1] for layer in layers}  # [G, H]
+    return Prefill(out.past_key_values, mask, out.logits[:, -1].float(), hidden)
+
+
+def shared_stem(prefixes: list[list[int]]) -> list[int]:
+    """The tokens one cached row can hold for all G prefixes: the prefix itself when G = 1, else their common
+    leading tokens, short of each prefix's last token (every prefix keeps a token of its own to run)."""
+    if len(prefixes) == 1:
+        return list(prefixes[0])
+    from .prefix_cache import common_length
+
+    first = prefixes[0]
+    length = min([common_length(first, p) for p in prefixes[1:]] + [len(p) - 1 for p in prefixes])
+    return list(first[:length])
+
+
+def _extend(model, cache, tokens: list[int], start: int, hidden: bool):
+    """``tokens[start:]`` as one unpadded row on ``cache`` (which holds ``tokens[:start]``)."""
+    device = model.device
+    return model(
+        input_ids=torch.tensor([tokens[start:]], dtype=torch.long, device=device),  # [1, T]
+        position_ids=torch.arange(start, len(tokens), device=device)[None],  # [1, T]
+        past_key_values=cache,
+        use_cache=True,
+        output_hidden_states=hidden,
+        return_dict=True,
+        logits_to_keep=1,
+    )
+
+
+def prefill_from_cache(
+    model, prefixes: list[list[int]], pad_token_id: int, layers: set[int], prefix_cache
+) -> Prefill | None:
+    """The prefixes on a :class:`~contrastive_decoding.prefix_cache.PrefixCache`: their shared stem continues
+    the cached entry sharing most of its tokens (only the rest runs, as one unpadded row) and is stored back;
+    with G > 1 prefixes, each prefix's own tail then runs right-padded on the stem's cache, copied to G rows.
+    ``None`` when the G > 1 prefixes share no token (nothing to reuse)."""
+    device = model.device
+    stem = shared_stem(prefixes)
+    single = len(prefixes) == 1
+    if not stem:
+        return None
+    reused, cache = prefix_cache.lookup(model, stem, limit=len(stem) - 1 if single else len(stem))
+    out = None
+    if reused < len(stem):
+        out = _extend(model, cache, stem, reused, hidden=single and bool(layers))
+        cache = out.past_key_values
+        prefix_cache.store(model, stem, cache)
+    if single:
+        hidden = {layer: out.hidden_states[layer][:, -1] for layer in layers}  # [1, H]
+        mask = torch.ones((1, len(stem)), dtype=torch.long, device=device)
+        return Prefill(cache, mask, out.logits[:, -1].float(), hidden)
+    groups, start = len(prefixes), len(stem)
+    cache.batch_repeat_interleave(groups)
+    tail_ids, tail_mask = right_padded([p[start:] for p in prefixes], pad_token_id, device)  # [G, T]
+    mask = torch.cat([torch.ones((groups, start), dtype=torch.long, device=device), tail_mask], dim=1)
+    last = tail_mask.sum(-1) - 1  # [G] each tail's last column
+    columns, which = torch.unique(last, return_inverse=True)  # [K], [G]
+    out = model(
+        input_ids=tail_ids,
+        attention_mask=mask,
+        position_ids=start + torch.arange(tail_ids.shape[1], device=device)[None].expand(groups, -1),
+        past_key_values=cache,
+        use_cache=True,
+        output_hidden_states=bool(layers),
+        return_dict=True,
+        logits_to_keep=columns,  # [G, K, V]: the model's own head at the tails' last columns only
+    )
+    rows = torch.arange(groups, device=device)
+    hidden = {layer: out.hidden_states[layer][rows, last] for layer in layers}  # [G, H]
+    return Prefill(out.past_key_values, mask, out.logits[rows, which].float(), hidden)
+
+
 def prefix_forward(
     model,
     rows: PrefixRows,
@@ -108,35 +197,47 @@ def prefix_forward(
     *,
     logits: bool = True,
     hidden_layers: frozenset[int] = frozenset(),
+    prefix_cache=None,
+    head=None,
 ) -> PositionOutputs:
     """The model's outputs at every position that predicts a continuation token, each prefix run once.
 
     Two forwards: the G distinct prefixes, left-padded, with a KV cache (its last position predicts every
     row's first continuation token), then every row's continuation but its last token, right-padded, on its
     prefix's cache (``Cache.reorder_cache`` picks each row's prefix; positions and mask continue the prefix's).
-    Returns final logits (``logits=True``) and the hidden states of ``hidden_layers`` (indices into
-    transformers' ``hidden_states``: 0 = embeddings, -1 = the final, normed state) at the distinct positions that
-    predict a continuation token (padding dropped), as one full forward of each ``prefix + continuation`` would
-    give them (up to float rounding): project early exits there, then expand (:class:`PositionOutputs`).
+    With a ``prefix_cache`` (:class:`~contrastive_decoding.prefix_cache.PrefixCache`) the prefixes continue
+    the cached prefix sharing most of their leading tokens instead (:func:`prefill_from_cache`). Returns final
+    logits (``logits=True``) and the hidden states of ``hidden_layers`` (indices into transformers'
+    ``hidden_states``: 0 = embeddings, -1 = the final, normed state) at the distinct positions that predict a
+    continuation token (padding dropped), as one full forward of each ``prefix + continuation`` would give them
+    (up to float rounding): project early exits there, then expand (:class:`PositionOutputs`). With an
+    ``OutputHead`` ``head`` that reproduces the model's logits at the prefixes' last tokens, the final logits
+    are ``head`` applied at these positions only, not at every padded one.
     """
     device = model.device
-    prefix_ids, prefix_mask = left_padded(rows.prefixes, pad_token_id, device)  # [G, S]
-    want_hidden = bool(hidden_layers)
-    first = forward_rows(model, prefix_ids, prefix_mask, keep=1, hidden=want_hidden, cache=True)
+    wanted = set(hidden_layers) | ({-1} if logits and head is not None else set())
+    prefill = None
+    if prefix_cache is not None and prefix_cache.supports(model):
+        prefill = prefill_from_cache(model, rows.prefixes, pad_token_id, wanted, prefix_cache)
+    if prefill is None:
+        prefill = prefill_left_padded(model, rows.prefixes, pad_token_id, wanted)
+    use_head = logits and head is not None and head.matches(prefill.hidden[-1], prefill.logits)
+    if not use_head:
+        wanted = set(hidden_layers)
     lengths = [len(c) for c in rows.continuations]
     longer = [r for r, length in enumerate(lengths) if length > 1]
-    pieces_logits = [first.logits[:, -1].float()] if logits else []  # [G, V]
-    pieces_hidden = {layer: [first.hidden_states[layer][:, -1]] for layer in hidden_layers}  # [G, H]
+    pieces_logits = [prefill.logits]  # [G, V]
+    pieces_hidden = {layer: [prefill.hidden[layer]] for layer in wanted}  # [G, H]
     window = max(lengths) - 1
     if longer:
-        cache = first.past_key_values
+        cache = prefill.cache
         select = torch.tensor([rows.row_prefix[r] for r in longer], dtype=torch.long, device=device)  # [R']
         cache.reorder_cache(select)
         tail_ids, tail_mask = right_padded(
             [rows.continuations[r][:-1] for r in longer], pad_token_id, device
         )  # [R', T]: T = window, the longest continuation but its last token
-        mask = torch.cat([prefix_mask[select], tail_mask], dim=1)  # [R', S + T]
-        start = prefix_mask[select].sum(-1, keepdim=True)  # [R', 1] each prefix's length
+        mask = torch.cat([prefill.mask[select], tail_mask], dim=1)  # [R', S + T]
+        start = prefill.mask[select].sum(-1, keepdim=True)  # [R', 1] each prefix's length
         positions = start + torch.arange(window, device=device)  # [R', T]
         second = model(
             input_ids=tail_ids,
@@ -144,22 +245,36 @@ def prefix_forward(
             position_ids=positions,
             past_key_values=cache,
             use_cache=True,
-            output_hidden_states=want_hidden,
+            output_hidden_states=bool(wanted),
             return_dict=True,
-            logits_to_keep=0 if logits else 1,
+            logits_to_keep=0 if logits and not use_head else 1,
         )
-        if logits:
+        if logits and not use_head:
             pieces_logits.append(second.logits.float().flatten(0, 1))  # [R' * T, V]
-        for layer in hidden_layers:
+        for layer in wanted:
             pieces_hidden[layer].append(second.hidden_states[layer].flatten(0, 1))  # [R' * T, H]
     index = scored_position_index(rows.row_prefix, lengths, window).to(device)  # [N]
     distinct, position = torch.unique(index, return_inverse=True)  # [D], [N]
+    hidden = {layer: torch.cat(pieces)[distinct] for layer, pieces in pieces_hidden.items()}  # [D, H]
+    final_logits = None
+    if use_head:
+        final_logits = head(hidden[-1])  # [D, V]: the LM head at the scored positions only
+    elif logits:
+        final_logits = torch.cat(pieces_logits)[distinct]
     return PositionOutputs(
-        logits=torch.cat(pieces_logits)[distinct] if logits else None,
-        hidden={layer: torch.cat(pieces)[distinct] for layer, pieces in pieces_hidden.items()},
+        logits=final_logits,
+        hidden={layer: hidden[layer] for layer in hidden_layers},
         position=position,
-        prefix_logits=first.logits[:, -1].float(),
+        prefix_logits=prefill.logits,
     )
+
+
+def output_head(model):
+    """The model's :class:`~contrastive_decoding.backends.hf.runner.OutputHead`, or None without output
+    embeddings (``prefix_forward`` then takes the model's own logits at every position)."""
+    from .backends.hf.runner import OutputHead
+
+    return OutputHead(model) if model.get_output_embeddings() is not None else None
 
 
 def prefix_targets(rows: PrefixRows, device) -> torch.Tensor:  # [N] the token each scored position predicts

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ...prefix_cache import PrefixCache
 from ..tasks.base import Item, ItemOutput, Task
 from .fingerprint import is_vllm_engine, run_metadata
 from .store import (
@@ -125,6 +126,8 @@ class _ItemRunner:
         self.call = method_call(method, **{k: v for k, v in params.items() if k not in SCORE_ONLY_PARAMETERS})
         self.score_options = {key: params[key] for key in SCORE_ONLY_PARAMETERS if key in params}
         self.engine = model if is_vllm_engine(model) else None
+        # every item's context starts with the task's shared instruction / few-shot stem: run it once per run
+        self.prefix_cache = PrefixCache() if self.engine is None else None
         self.rows: dict[str, dict[str, Any]] = {}
         # scoring-only methods (calibration) score every item's answer choices with their own scorer
         self.choice_scorer = self.call.spec.scoring.choice_scorer
@@ -230,6 +233,7 @@ class _ItemRunner:
                 amateur_model=self.amateur_model,
                 amateur_tokenizer=self.amateur_tokenizer,
                 batch_size=self.batch_size,
+                prefix_cache=self.prefix_cache,
                 **self.score_options,
             )
             output = ItemOutput(choice_logprobs=tuple(float(result.logprob) for result in scores))
