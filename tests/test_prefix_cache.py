@@ -1,6 +1,6 @@
-"""``PrefixCache``: contexts reused across ``score`` calls give the scores of the full path (every context +
-continuation run whole) within 1e-5 in float32, for every method ``score`` supports, and really skip the
-shared tokens."""
+"""``PrefixCache`` and the packed forward: contexts reused across ``score`` calls give the scores of the full
+path (every context + continuation run whole) within 1e-5 in float32, for every method ``score`` supports,
+and really skip the shared tokens; the packed layout equals the padded one."""
 
 from __future__ import annotations
 
@@ -217,3 +217,26 @@ def test_bad_prefix_cache_arguments(model, tokenizer):
     with pytest.raises(ValueError, match="max_entries must be an integer >= 1, got 0"):
         PrefixCache(max_entries=0)
     assert cd.PrefixCache is PrefixCache
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_packed_rows_equal_padded_rows(tokenizer, family):
+    """One packed forward (each prefix's continuations in its row under a 4-D mask) gives the two-forward
+    padded path's logits and hidden states at every scored position: prefixes of different lengths, a
+    one-token continuation, continuations of up to five tokens."""
+    local = tiny_model(family, num_layers=4)
+    contexts = [STEM + " w50"] * 3 + ["w9 w8"] * 2 + [STEM[:20]]
+    answers = [" w7 w8 w9", " w400", " w11 w12 w13 w14 w15", " w3 w3", " w6", " w1 w2"]
+    ids = tokenizer(contexts)["input_ids"]
+    rows = PrefixRows.group(ids, tokenizer(answers, add_special_tokens=False)["input_ids"])
+    layers = frozenset({0, 2, -1})
+    with torch.no_grad():
+        packed = prefix_forward(local, rows, 0, hidden_layers=layers, pack=True)
+        padded = prefix_forward(local, rows, 0, hidden_layers=layers, pack=False)
+    torch.testing.assert_close(packed.expanded()[0], padded.expanded()[0], rtol=1e-5, atol=1e-4)
+    for layer in layers:
+        torch.testing.assert_close(
+            packed.expanded()[1][layer], padded.expanded()[1][layer], rtol=1e-5, atol=1e-4
+        )
+    torch.testing.assert_close(packed.prefix_logits, padded.prefix_logits, rtol=1e-5, atol=1e-4)
+    assert packed.position.numel() == sum(len(a.split()) for a in answers)

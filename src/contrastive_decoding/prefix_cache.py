@@ -2,14 +2,12 @@
 
 Multiple-choice benchmarks put the same long stem (an instruction and a few worked examples) before every
 question: with a :class:`PrefixCache`, ``score`` runs that stem once per run instead of once per item. For each
-batch's prefix it finds the cached prefix sharing the most leading tokens with it, copies that entry's KV cache,
-crops it to the shared length and runs only the remaining tokens (:func:`contrastive_decoding.teacher_forcing.
-prefix_forward`).
+batch's prefix it finds the cached prefix sharing the most leading tokens with it, takes that entry's KV states
+of those tokens and runs only the remaining ones (:func:`contrastive_decoding.packing.packed_forward`).
 """
 
 from __future__ import annotations
 
-import copy
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +18,7 @@ import torch
 @dataclass
 class _Entry:
     tokens: tuple[int, ...]  # the prefix's token ids
-    cache: Any  # a transformers DynamicCache over one row, exactly these tokens, no padding
+    states: list[tuple[torch.Tensor, torch.Tensor]]  # per layer keys, values [1, heads, len(tokens), dim]
     dtype: torch.dtype  # the model's dtype and device when the entry was made
     device: torch.device
 
@@ -34,10 +32,10 @@ def common_length(a: tuple[int, ...] | list[int], b: tuple[int, ...] | list[int]
     return limit
 
 
-def croppable_cache(model) -> bool:
-    """Whether the model's default cache holds every past position in every layer (transformers'
-    ``DynamicLayer``, croppable to any length): sliding-window and linear-attention layers are not, and their
-    models score without the prefix cache."""
+def full_attention_cache(model) -> bool:
+    """Whether the model's default cache holds every past position of every layer as keys and values
+    (transformers' ``DynamicLayer``): sliding-window and linear-attention layers do not, and their models score
+    without the prefix cache."""
     from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer
 
@@ -55,8 +53,8 @@ class PrefixCache:
 
     Keyed weakly on the model object (a cache does not keep its model alive); an entry made under another dtype
     or device of the same model is dropped. Changing a model's weights in place is not detected: use a new
-    ``PrefixCache`` (or :meth:`clear`) then. Models whose cache layers cannot be cropped (sliding-window or
-    linear attention) score without it, with unchanged results.
+    ``PrefixCache`` (or :meth:`clear`) then. Models whose cache layers do not keep every position (sliding-window
+    or linear attention) score without it, with unchanged results.
 
     >>> cache = cd.PrefixCache()
     >>> for item in items:
@@ -72,15 +70,19 @@ class PrefixCache:
         self.reused_tokens = 0  # tokens taken from the cache instead of run, over this cache's life
 
     def supports(self, model) -> bool:
-        """Whether ``model``'s prefixes can be reused (see :func:`croppable_cache`); decided once per model."""
+        """Whether ``model``'s prefixes can be reused (see :func:`full_attention_cache`); decided once per
+        model."""
         if model not in self._supported:
-            self._supported[model] = croppable_cache(model)
+            self._supported[model] = full_attention_cache(model)
         return self._supported[model]
 
     def lookup(self, model, tokens: list[int], limit: int) -> tuple[int, Any]:
-        """(m, cache): the most leading tokens (at most ``limit``) that ``tokens`` shares with a cached prefix
-        of ``model``, and a copy of that prefix's cache cropped to those m tokens; ``(0, None)`` when none
-        shares any."""
+        """(m, states): the most leading tokens (at most ``limit``) that ``tokens`` shares with a cached prefix
+        of ``model``, and that prefix's KV states of those m tokens (per layer keys and values
+        ``[1, heads, m, dim]``, views: do not write to them); ``(0, None)`` when none shares any (or the model
+        is not supported)."""
+        if not self.supports(model):
+            return 0, None
         entries = self._live_entries(model)
         best, best_length = None, 0
         for entry in entries:
@@ -91,18 +93,20 @@ class PrefixCache:
             return 0, None
         entries.remove(best)  # most recently used first
         entries.insert(0, best)
-        cache = copy.deepcopy(best.cache)
-        if best_length < len(best.tokens):
-            cache.crop(best_length - len(best.tokens))  # a negative count: remove that many tokens
         self.reused_tokens += best_length
-        return best_length, cache
+        return best_length, [
+            (keys[..., :best_length, :], values[..., :best_length, :]) for keys, values in best.states
+        ]
 
-    def store(self, model, tokens: list[int], cache) -> None:
-        """Keep a copy of ``cache`` (one row holding exactly ``tokens``) as ``model``'s newest entry."""
+    def store(self, model, tokens: list[int], states: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Keep ``states`` (per layer keys and values ``[1, heads, len(tokens), dim]``, not written to
+        afterwards) as ``model``'s newest entry."""
+        if not self.supports(model):
+            return
         entries = self._live_entries(model)
         key = tuple(tokens)
         entries[:] = [entry for entry in entries if entry.tokens != key]
-        entries.insert(0, _Entry(key, copy.deepcopy(cache), _dtype(model), model.device))
+        entries.insert(0, _Entry(key, states, _dtype(model), model.device))
         del entries[self.max_entries :]
 
     def clear(self) -> None:

@@ -245,8 +245,7 @@ def _score_shared(
     if method in ("dola", "sled"):  # early exits projected once per distinct position, then expanded
         layers = frozenset({*heads.layers, -1})
         outputs = prefix_forward(model, rows, pad_token_id, logits=False, hidden_layers=layers, **cached)
-        prefixes = len(rows.prefixes)
-        heads.head.check(outputs.hidden[-1][:prefixes], outputs.prefix_logits)
+        heads.head.check(outputs.hidden[-1][outputs.prefix_position], outputs.prefix_logits)
         num_states = max(heads.layers) + 1
         states = [outputs.hidden.get(index) for index in range(num_states)] + [outputs.hidden[-1]]
         scores = (dola_scores if method == "dola" else sled_scores)(heads, states, cfg)[outputs.position]

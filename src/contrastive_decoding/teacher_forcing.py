@@ -1,11 +1,11 @@
 """The model calls of teacher-forced scoring (:mod:`contrastive_decoding.scoring`): one full forward over
-left-padded rows, and the shared-prefix path, where each distinct context runs once into a KV cache and every
-continuation is scored from its context's cache (:func:`prefix_forward`)."""
+left-padded rows, and the shared-prefix path, where each distinct context runs once into a KV cache (or
+continues a cached earlier context's) and every continuation is scored from its context's cache, all of a
+context's continuations packed into one row (:func:`prefix_forward`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
@@ -88,13 +88,14 @@ def scored_position_index(row_prefix: list[int], lengths: list[int], window: int
 @dataclass(frozen=True)
 class PositionOutputs:
     """A model's outputs at the D distinct positions that predict continuation tokens, and which one each of
-    the N scored positions (row by row, in order) is: rows of one prefix share their first position. The
-    first G distinct positions are the G prefixes' last positions, whose model logits are ``prefix_logits``."""
+    the N scored positions (row by row, in order) is: rows of one prefix share their first position, the
+    prefix's last token, which is distinct position ``prefix_position[g]`` for prefix g."""
 
     logits: torch.Tensor | None  # [D, V] float32
     hidden: dict[int, torch.Tensor]  # {layer: [D, H]}
     position: torch.Tensor  # [N] index into D
     prefix_logits: torch.Tensor  # [G, V] the model's own logits at the prefixes' last positions
+    prefix_position: torch.Tensor  # [G] index into D
 
     def expanded(self) -> tuple[torch.Tensor | None, dict[int, torch.Tensor]]:
         """The outputs at the N scored positions: ``[N, V]`` logits, ``{layer: [N, H]}``."""
@@ -102,92 +103,47 @@ class PositionOutputs:
         return logits, {layer: states[self.position] for layer, states in self.hidden.items()}
 
 
-@dataclass
-class Prefill:
-    """The G prefixes run into one KV cache over ``[G, S]`` slots, row g's real tokens where ``mask[g]`` is 1,
-    and the model's outputs at each prefix's last token."""
-
-    cache: Any  # transformers Cache
-    mask: torch.Tensor  # [G, S]
-    logits: torch.Tensor  # [G, V] float32, the model's own
-    hidden: dict[int, torch.Tensor]  # {layer: [G, H]}
-
-
-def prefill_left_padded(model, prefixes: list[list[int]], pad_token_id: int, layers: set[int]) -> Prefill:
-    """The prefixes left-padded, one forward from scratch."""
-    ids, mask = left_padded(prefixes, pad_token_id, model.device)  # [G, S]
-    out = forward_rows(model, ids, mask, keep=1, hidden=bool(layers), cache=True)
-    hidden = {layer: out.hidden_states[layer][:, -1] for layer in layers}  # [G, H]
-    return Prefill(out.past_key_values, mask, out.logits[:, -1].float(), hidden)
-
-
-def shared_stem(prefixes: list[list[int]]) -> list[int]:
-    """The tokens one cached row can hold for all G prefixes: the prefix itself when G = 1, else their common
-    leading tokens, short of each prefix's last token (every prefix keeps a token of its own to run)."""
-    if len(prefixes) == 1:
-        return list(prefixes[0])
-    from .prefix_cache import common_length
-
-    first = prefixes[0]
-    length = min([common_length(first, p) for p in prefixes[1:]] + [len(p) - 1 for p in prefixes])
-    return list(first[:length])
-
-
-def _extend(model, cache, tokens: list[int], start: int, hidden: bool):
-    """``tokens[start:]`` as one unpadded row on ``cache`` (which holds ``tokens[:start]``)."""
+def padded_forward(model, rows: PrefixRows, pad_token_id: int, layers: set[int], all_logits: bool):
+    """The two-forward path for models whose attention takes no 4-D mask (or a sliding window shorter than
+    the rows): the prefixes left-padded into a KV cache, then one right-padded row per continuation (but its
+    last token) on the cache copied per row (``Cache.reorder_cache``). Returns (logits [X, V] or None, {layer:
+    [X, H]}, prefix logits [G, V], index [N] into X, prefix_last [G] into X)."""
     device = model.device
-    return model(
-        input_ids=torch.tensor([tokens[start:]], dtype=torch.long, device=device),  # [1, T]
-        position_ids=torch.arange(start, len(tokens), device=device)[None],  # [1, T]
-        past_key_values=cache,
-        use_cache=True,
-        output_hidden_states=hidden,
-        return_dict=True,
-        logits_to_keep=1,
-    )
-
-
-def prefill_from_cache(
-    model, prefixes: list[list[int]], pad_token_id: int, layers: set[int], prefix_cache
-) -> Prefill | None:
-    """The prefixes on a :class:`~contrastive_decoding.prefix_cache.PrefixCache`: their shared stem continues
-    the cached entry sharing most of its tokens (only the rest runs, as one unpadded row) and is stored back;
-    with G > 1 prefixes, each prefix's own tail then runs right-padded on the stem's cache, copied to G rows.
-    ``None`` when the G > 1 prefixes share no token (nothing to reuse)."""
-    device = model.device
-    stem = shared_stem(prefixes)
-    single = len(prefixes) == 1
-    if not stem:
-        return None
-    reused, cache = prefix_cache.lookup(model, stem, limit=len(stem) - 1 if single else len(stem))
-    out = None
-    if reused < len(stem):
-        out = _extend(model, cache, stem, reused, hidden=single and bool(layers))
-        cache = out.past_key_values
-        prefix_cache.store(model, stem, cache)
-    if single:
-        hidden = {layer: out.hidden_states[layer][:, -1] for layer in layers}  # [1, H]
-        mask = torch.ones((1, len(stem)), dtype=torch.long, device=device)
-        return Prefill(cache, mask, out.logits[:, -1].float(), hidden)
-    groups, start = len(prefixes), len(stem)
-    cache.batch_repeat_interleave(groups)
-    tail_ids, tail_mask = right_padded([p[start:] for p in prefixes], pad_token_id, device)  # [G, T]
-    mask = torch.cat([torch.ones((groups, start), dtype=torch.long, device=device), tail_mask], dim=1)
-    last = tail_mask.sum(-1) - 1  # [G] each tail's last column
-    columns, which = torch.unique(last, return_inverse=True)  # [K], [G]
-    out = model(
-        input_ids=tail_ids,
-        attention_mask=mask,
-        position_ids=start + torch.arange(tail_ids.shape[1], device=device)[None].expand(groups, -1),
-        past_key_values=cache,
-        use_cache=True,
-        output_hidden_states=bool(layers),
-        return_dict=True,
-        logits_to_keep=columns,  # [G, K, V]: the model's own head at the tails' last columns only
-    )
-    rows = torch.arange(groups, device=device)
-    hidden = {layer: out.hidden_states[layer][rows, last] for layer in layers}  # [G, H]
-    return Prefill(out.past_key_values, mask, out.logits[rows, which].float(), hidden)
+    ids, prefix_mask = left_padded(rows.prefixes, pad_token_id, device)  # [G, S]
+    first = forward_rows(model, ids, prefix_mask, keep=1, hidden=bool(layers), cache=True)
+    prefix_logits = first.logits[:, -1].float()  # [G, V]
+    pieces_logits = [prefix_logits]
+    pieces_hidden = {layer: [first.hidden_states[layer][:, -1]] for layer in layers}  # [G, H]
+    lengths = [len(c) for c in rows.continuations]
+    longer = [r for r, length in enumerate(lengths) if length > 1]
+    window = max(lengths) - 1
+    if longer:
+        cache = first.past_key_values
+        select = torch.tensor([rows.row_prefix[r] for r in longer], dtype=torch.long, device=device)  # [R']
+        cache.reorder_cache(select)
+        tail_ids, tail_mask = right_padded(
+            [rows.continuations[r][:-1] for r in longer], pad_token_id, device
+        )  # [R', T]: T = window, the longest continuation but its last token
+        mask = torch.cat([prefix_mask[select], tail_mask], dim=1)  # [R', S + T]
+        start = prefix_mask[select].sum(-1, keepdim=True)  # [R', 1] each prefix's length
+        second = model(
+            input_ids=tail_ids,
+            attention_mask=mask,
+            position_ids=start + torch.arange(window, device=device),  # [R', T]
+            past_key_values=cache,
+            use_cache=True,
+            output_hidden_states=bool(layers),
+            return_dict=True,
+            logits_to_keep=0 if all_logits else 1,
+        )
+        if all_logits:
+            pieces_logits.append(second.logits.float().flatten(0, 1))  # [R' * T, V]
+        for layer in layers:
+            pieces_hidden[layer].append(second.hidden_states[layer].flatten(0, 1))  # [R' * T, H]
+    logits = torch.cat(pieces_logits) if all_logits else None
+    hidden = {layer: torch.cat(pieces) for layer, pieces in pieces_hidden.items()}
+    index = scored_position_index(rows.row_prefix, lengths, window)
+    return logits, hidden, prefix_logits, index, torch.arange(len(rows.prefixes))
 
 
 def prefix_forward(
@@ -199,73 +155,64 @@ def prefix_forward(
     hidden_layers: frozenset[int] = frozenset(),
     prefix_cache=None,
     head=None,
+    pack: bool | None = None,
 ) -> PositionOutputs:
     """The model's outputs at every position that predicts a continuation token, each prefix run once.
 
-    Two forwards: the G distinct prefixes, left-padded, with a KV cache (its last position predicts every
-    row's first continuation token), then every row's continuation but its last token, right-padded, on its
-    prefix's cache (``Cache.reorder_cache`` picks each row's prefix; positions and mask continue the prefix's).
-    With a ``prefix_cache`` (:class:`~contrastive_decoding.prefix_cache.PrefixCache`) the prefixes continue
-    the cached prefix sharing most of their leading tokens instead (:func:`prefill_from_cache`). Returns final
-    logits (``logits=True``) and the hidden states of ``hidden_layers`` (indices into transformers'
-    ``hidden_states``: 0 = embeddings, -1 = the final, normed state) at the distinct positions that predict a
-    continuation token (padding dropped), as one full forward of each ``prefix + continuation`` would give them
-    (up to float rounding): project early exits there, then expand (:class:`PositionOutputs`). With an
-    ``OutputHead`` ``head`` that reproduces the model's logits at the prefixes' last tokens, the final logits
-    are ``head`` applied at these positions only, not at every padded one.
+    One forward (:func:`~contrastive_decoding.packing.packed_forward`): row g holds prefix g, then each of its
+    continuations but the last token, one after another under a 4-D mask, so that every token is computed
+    once. With a ``prefix_cache`` (:class:`~contrastive_decoding.prefix_cache.PrefixCache`) a prefix first
+    continues the cached prefix sharing most of its leading tokens and runs only the rest. Where the model's
+    attention cannot take the mask (``pack=None`` decides, ``pack=False`` forces it), two forwards without the
+    prefix cache instead (:func:`padded_forward`). Returns final logits (``logits=True``) and the hidden states
+    of ``hidden_layers`` (indices into transformers' ``hidden_states``: 0 = embeddings, -1 = the final, normed
+    state) at the distinct positions that predict a continuation token (padding dropped), as one full forward
+    of each ``prefix + continuation`` would give them (up to float rounding): project early exits there, then
+    expand (:class:`PositionOutputs`). With an ``OutputHead`` ``head``, the final logits are ``head`` at these
+    positions only, once it reproduces the model's own logits at the prefixes' last tokens (else the model's
+    logits at every position, from a second run).
     """
+    from .packing import packable, packed_forward
+
     device = model.device
     wanted = set(hidden_layers) | ({-1} if logits and head is not None else set())
-    prefill = None
-    if prefix_cache is not None and prefix_cache.supports(model):
-        prefill = prefill_from_cache(model, rows.prefixes, pad_token_id, wanted, prefix_cache)
-    if prefill is None:
-        prefill = prefill_left_padded(model, rows.prefixes, pad_token_id, wanted)
-    use_head = logits and head is not None and head.matches(prefill.hidden[-1], prefill.logits)
-    if not use_head:
-        wanted = set(hidden_layers)
-    lengths = [len(c) for c in rows.continuations]
-    longer = [r for r, length in enumerate(lengths) if length > 1]
-    pieces_logits = [prefill.logits]  # [G, V]
-    pieces_hidden = {layer: [prefill.hidden[layer]] for layer in wanted}  # [G, H]
-    window = max(lengths) - 1
-    if longer:
-        cache = prefill.cache
-        select = torch.tensor([rows.row_prefix[r] for r in longer], dtype=torch.long, device=device)  # [R']
-        cache.reorder_cache(select)
-        tail_ids, tail_mask = right_padded(
-            [rows.continuations[r][:-1] for r in longer], pad_token_id, device
-        )  # [R', T]: T = window, the longest continuation but its last token
-        mask = torch.cat([prefill.mask[select], tail_mask], dim=1)  # [R', S + T]
-        start = prefill.mask[select].sum(-1, keepdim=True)  # [R', 1] each prefix's length
-        positions = start + torch.arange(window, device=device)  # [R', T]
-        second = model(
-            input_ids=tail_ids,
-            attention_mask=mask,
-            position_ids=positions,
-            past_key_values=cache,
-            use_cache=True,
-            output_hidden_states=bool(wanted),
-            return_dict=True,
-            logits_to_keep=0 if logits and not use_head else 1,
+    all_logits = logits and head is None
+    if pack is None:
+        widths = [len(prefix) for prefix in rows.prefixes]
+        for prefix, continuation in zip(rows.row_prefix, rows.continuations, strict=True):
+            widths[prefix] += len(continuation) - 1
+        pack = packable(model, max(widths))  # sliding-window models keep no prefix cache: rows are this wide
+    if pack:
+        out = packed_forward(
+            model,
+            rows.prefixes,
+            rows.row_prefix,
+            rows.continuations,
+            pad_token_id,
+            wanted,
+            all_logits=all_logits,
+            prefix_cache=prefix_cache,
         )
-        if logits and not use_head:
-            pieces_logits.append(second.logits.float().flatten(0, 1))  # [R' * T, V]
-        for layer in wanted:
-            pieces_hidden[layer].append(second.hidden_states[layer].flatten(0, 1))  # [R' * T, H]
-    index = scored_position_index(rows.row_prefix, lengths, window).to(device)  # [N]
-    distinct, position = torch.unique(index, return_inverse=True)  # [D], [N]
-    hidden = {layer: torch.cat(pieces)[distinct] for layer, pieces in pieces_hidden.items()}  # [D, H]
-    final_logits = None
-    if use_head:
+        flat_logits, flat_hidden, prefix_logits = out.logits, out.hidden, out.prefix_logits
+        index, prefix_last = out.batch.index, out.batch.prefix_last
+    else:
+        flat_logits, flat_hidden, prefix_logits, index, prefix_last = padded_forward(
+            model, rows, pad_token_id, wanted, all_logits
+        )
+    distinct, position = torch.unique(index.to(device), return_inverse=True)  # [D], [N]
+    prefix_position = torch.searchsorted(distinct, prefix_last.to(device))  # [G]
+    hidden = {layer: states[distinct] for layer, states in flat_hidden.items()}  # [D, H]
+    final_logits = flat_logits[distinct] if flat_logits is not None else None  # [D, V]
+    if logits and head is not None:
         final_logits = head(hidden[-1])  # [D, V]: the LM head at the scored positions only
-    elif logits:
-        final_logits = torch.cat(pieces_logits)[distinct]
+        if not head.close(final_logits[prefix_position], prefix_logits):  # custom logit post-processing
+            return prefix_forward(model, rows, pad_token_id, hidden_layers=hidden_layers, pack=pack)
     return PositionOutputs(
         logits=final_logits,
         hidden={layer: hidden[layer] for layer in hidden_layers},
         position=position,
-        prefix_logits=prefill.logits,
+        prefix_logits=prefix_logits,
+        prefix_position=prefix_position,
     )
 
 
