@@ -240,3 +240,30 @@ def test_packed_rows_equal_padded_rows(tokenizer, family):
         )
     torch.testing.assert_close(packed.prefix_logits, padded.prefix_logits, rtol=1e-5, atol=1e-4)
     assert packed.position.numel() == sum(len(a.split()) for a in answers)
+
+
+def test_cad_runs_both_prompts_in_one_forward_each_continuing_its_own_entry(model, tokenizer):
+    free_stem = " ".join(f"w{i}" for i in range(100, 120))  # the context-free prompts share their own stem
+    cache = PrefixCache()
+    calls = []
+    handle = model.register_forward_pre_hook(
+        lambda module, args, kwargs: calls.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+    )
+    try:
+        for question in (" w50 w51", " w60"):
+            free = [free_stem + question] * 4
+            score(
+                model,
+                tokenizer,
+                [STEM + question] * 4,
+                ANSWERS,
+                "cad",
+                context_free_contexts=free,
+                prefix_cache=cache,
+            )
+    finally:
+        handle.remove()
+    assert [shape[0] for shape in calls] == [2, 2]  # one forward per call, one row per prompt
+    continuation_slots = sum(len(a.split()) - 1 for a in ANSWERS)
+    assert calls[1][1] == 1 + continuation_slots  # each prompt ran its one new token (w60) and the answers
+    assert cache.reused_tokens == len(STEM.split()) + len(free_stem.split())

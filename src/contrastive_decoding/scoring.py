@@ -237,9 +237,12 @@ def _score_shared(
     prefix_cache: PrefixCache | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:  # values [N], is argmax [N]: row by row, positions in order
     """``_score_batch``'s scores with each distinct prefix run once (see :func:`prefix_forward`), continuing
-    ``prefix_cache``'s entries when given, the LM head applied at the scored positions only."""
+    ``prefix_cache``'s entries when given, the LM head applied at the scored positions only. The context-free
+    (or induced) rows run in the same forward as the context rows, each with its own prefix."""
     rows = PrefixRows.group(contexts, continuations)
-    free_rows = PrefixRows.group(free_contexts, continuations) if free_contexts is not None else None
+    both = None  # the context rows, then the context-free rows: [2N] scored positions
+    if free_contexts is not None:
+        both = PrefixRows.group(contexts + free_contexts, continuations + continuations)
     targets = prefix_targets(rows, model.device)
     cached = {"prefix_cache": prefix_cache}
     if method in ("dola", "sled"):  # early exits projected once per distinct position, then expanded
@@ -251,27 +254,26 @@ def _score_shared(
         scores = (dola_scores if method == "dola" else sled_scores)(heads, states, cfg)[outputs.position]
     elif method == "layer_fusion":
         scores = _layer_fusion_shared(
-            cfg, model, heads, rows, free_rows, amateur_model, vocab_size, pad_token_id, prefix_cache
+            cfg, model, heads, both or rows, amateur_model, vocab_size, pad_token_id, prefix_cache
         )
     else:
         head = output_head(model)
-        first, _ = prefix_forward(model, rows, pad_token_id, head=head, **cached).expanded()
+        first, _ = prefix_forward(model, both or rows, pad_token_id, head=head, **cached).expanded()
         second = None
+        if both is not None:
+            first, second = first[: len(targets)], first[len(targets) :]  # [N, V] each
         if method == "expert_amateur":
             amateur_head = output_head(amateur_model)
             amateur_logits, _ = prefix_forward(
                 amateur_model, rows, pad_token_id, head=amateur_head, **cached
             ).expanded()
             first, second = first[:, :vocab_size], amateur_logits[:, :vocab_size].to(first.device)
-        elif free_rows is not None:
-            second, _ = prefix_forward(model, free_rows, pad_token_id, head=head, **cached).expanded()
         scores = method_scores(method, cfg, first, second)
     return token_scores(scores, targets, normalize)
 
 
-def _layer_fusion_shared(
-    cfg, model, heads, rows, free_rows, amateur_model, vocab_size, pad_token_id, prefix_cache
-):
+def _layer_fusion_shared(cfg, model, heads, rows, amateur_model, vocab_size, pad_token_id, prefix_cache):
+    """``rows``: without an amateur, the context rows then the induced ones (one forward of the model)."""
     from .decoding.layer_fusion import layer_fusion_contrast
 
     (head, norm, layer), (amateur_head, amateur_norm, amateur_layer) = heads
@@ -289,8 +291,10 @@ def _layer_fusion_shared(
         return outputs.logits[outputs.position], lower[outputs.position]  # [N, V] each
 
     expert_final, expert_lower = final_and_lower(model, rows, head, norm, layer)
-    if amateur_model is None:  # the model itself on the induced prompts
-        amateur_final, amateur_lower = final_and_lower(model, free_rows, head, norm, layer)
+    if amateur_model is None:  # the model itself on the induced prompts: the second half of the rows
+        half = expert_final.shape[0] // 2
+        amateur_final, amateur_lower = expert_final[half:], expert_lower[half:]
+        expert_final, expert_lower = expert_final[:half], expert_lower[:half]
     else:
         amateur_final, amateur_lower = (
             logits.to(expert_final.device)
