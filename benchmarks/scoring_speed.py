@@ -8,9 +8,9 @@ items.
 
 The paths run the same items in interleaved rounds (prefix cache, shared, full, prefix cache, ...; each round
 of the prefix-cache path starts from an empty cache) and the table gives the median seconds per item of each,
-items/s, their ratios to the full path, the tokens each path computes per item (shared: the question once
-plus every answer; prefix cache: what the cache did not hold), and the largest difference between each path's
-per-token values and the full path's (the shared path's when ``--no-full``).
+items/s, their ratios to the full path, the forwards and the tokens (padding included) each path runs per
+item, and the largest difference between each path's per-token values and the full path's (the shared path's
+when ``--no-full``).
 ``--data-dir`` is a directory holding the task's files as ``contrastive-decoding data pull`` lays them out
 (default: the cache, pulling on first use).
 """
@@ -55,11 +55,19 @@ def main() -> None:
     params = dict(choice_scoring_defaults(args.method))
 
     paths = ["cache", "shared"] + ([] if args.no_full else ["full"])
-    reused: list[int] = []
+    counted = {"forwards": 0, "tokens": 0}
+
+    def count(module, positional, kwargs) -> None:
+        counted["forwards"] += 1
+        counted["tokens"] += int(kwargs["input_ids"].numel())
+
+    model.register_forward_pre_hook(count, with_kwargs=True)
+    work: dict[str, tuple[float, float]] = {}  # path -> (forwards, tokens) per item
 
     def run(path: str) -> tuple[float, list[list[float]]]:
         values = []
         cache = PrefixCache() if path == "cache" else None
+        counted.update(forwards=0, tokens=0)
         start = time.perf_counter()
         for item in items:
             results = score(
@@ -74,9 +82,9 @@ def main() -> None:
                 **params,
             )
             values.append([v for result in results for v in result.token_logprobs])
-        if cache is not None:
-            reused.append(cache.reused_tokens)
-        return (time.perf_counter() - start) / len(items), values
+        seconds = (time.perf_counter() - start) / len(items)
+        work[path] = (counted["forwards"] / len(items), counted["tokens"] / len(items))
+        return seconds, values
 
     times: dict[str, list[float]] = {path: [] for path in paths}
     outputs: dict[str, list[list[float]]] = {}
@@ -92,16 +100,6 @@ def main() -> None:
             for a, b in zip(outputs[path], reference, strict=True)
         )
 
-    context_tokens = [len(tokenizer(item.context)["input_ids"]) for item in items]
-    answer_tokens = [
-        [len(ids) for ids in tokenizer(list(item.choices), add_special_tokens=False)["input_ids"]]
-        for item in items
-    ]
-    full_tokens = statistics.mean(
-        c * len(a) + sum(a) for c, a in zip(context_tokens, answer_tokens, strict=True)
-    )
-    floor_tokens = statistics.mean(c + sum(a) for c, a in zip(context_tokens, answer_tokens, strict=True))
-    tokens = {"full": full_tokens, "shared": floor_tokens, "cache": floor_tokens - reused[-1] / len(items)}
     names = {
         "full": "full sequences (before)",
         "shared": "shared prefixes",
@@ -113,15 +111,16 @@ def main() -> None:
     )
     base = "full" if not args.no_full else "shared"
     print(
-        f"| path | s/item (median of {args.repeats}) | items/s | vs {base} | tokens/item | "
+        f"| path | s/item (median of {args.repeats}) | items/s | vs {base} | forwards/item | tokens/item | "
         f"max abs difference vs {base} |"
     )
-    print("|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|")
     for path in reversed(paths):
         s = seconds[path]
         diff = "-" if path == base else f"{difference(path):.2e}"
         print(
-            f"| {names[path]} | {s:.3f} | {1 / s:.2f} | {seconds[base] / s:.2f}x | {tokens[path]:.0f} | {diff} |"
+            f"| {names[path]} | {s:.3f} | {1 / s:.2f} | {seconds[base] / s:.2f}x | {work[path][0]:.1f} | "
+            f"{work[path][1]:.0f} | {diff} |"
         )
 
 
