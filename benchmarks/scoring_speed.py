@@ -76,7 +76,7 @@ def main() -> None:
                 [item.context] * len(item.choices),
                 list(item.choices),
                 args.method,
-                batch_size=args.batch_size,
+                batch_size=max(args.batch_size, len(item.choices)),  # one batch per item, as the runner
                 share_prefixes=path != "full",
                 prefix_cache=cache,
                 **params,

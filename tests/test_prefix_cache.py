@@ -267,3 +267,54 @@ def test_cad_runs_both_prompts_in_one_forward_each_continuing_its_own_entry(mode
     continuation_slots = sum(len(a.split()) - 1 for a in ANSWERS)
     assert calls[1][1] == 1 + continuation_slots  # each prompt ran its one new token (w60) and the answers
     assert cache.reused_tokens == len(STEM.split()) + len(free_stem.split())
+
+
+@pytest.mark.parametrize("method", ["greedy", "cad"])
+def test_the_runner_scores_each_item_in_one_forward_on_one_cache(model, tokenizer, tmp_path, method):
+    """``run_task`` keeps one PrefixCache for the run and scores an item's choices (here 10, more than
+    ``batch_size``) as one batch: one forward per item, the stem run once, the same log-likelihoods as
+    ``score`` without the cache."""
+    import json
+
+    from contrastive_decoding.benchmarks.runner import run_task
+
+    from .benchmarks.test_runner import TinyChoiceTask
+
+    answers = [f" w{60 + k} w{70 + k}" for k in range(9)] + [" w5"]
+    items = [
+        {"id": f"s{i}", "context": f"{STEM} w{200 + i}", "context_free": f"w{200 + i}", "choices": answers}
+        for i in range(3)
+    ]
+    (tmp_path / "data" / "tiny").mkdir(parents=True)
+    rows_text = "".join(json.dumps({**item, "correct": 0}) + "\n" for item in items)
+    (tmp_path / "data" / "tiny" / "choice.jsonl").write_text(rows_text)
+    calls = []
+    handle = model.register_forward_pre_hook(
+        lambda module, args, kwargs: calls.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+    )
+    try:
+        summary = run_task(
+            TinyChoiceTask(),
+            model=model,
+            tokenizer=tokenizer,
+            method=method,
+            params={},
+            output_dir=tmp_path / "run",
+            data_dir=tmp_path / "data",
+            batch_size=4,
+            progress=False,
+        )
+    finally:
+        handle.remove()
+    assert summary.num_errors == 0 and len(calls) == 3
+    slots = sum(len(a.split()) - 1 for a in answers)
+    assert [shape[1] for shape in calls] == [len(STEM.split()) + 1 + slots] + [1 + slots] * 2
+    for item, row in zip(items, summary.results, strict=True):
+        free = {"context_free_contexts": [item["context_free"]] * 10} if method == "cad" else {}
+        expected = score(model, tokenizer, [item["context"]] * 10, answers, method, **free)
+        torch.testing.assert_close(
+            torch.tensor(row["output"]["choice_logprobs"]),
+            torch.tensor([result.logprob for result in expected]),
+            rtol=1e-5,
+            atol=1e-4,
+        )

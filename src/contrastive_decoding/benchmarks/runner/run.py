@@ -232,7 +232,7 @@ class _ItemRunner:
                 context_free_contexts=free,
                 amateur_model=self.amateur_model,
                 amateur_tokenizer=self.amateur_tokenizer,
-                batch_size=self.batch_size,
+                batch_size=max(self.batch_size, len(item.choices)),  # the item's choices are one batch
                 prefix_cache=self.prefix_cache,
                 **self.score_options,
             )
@@ -361,8 +361,9 @@ def run_task(
 ) -> RunSummary:
     """Run ``task`` with ``method`` and ``params``, resumably, and write its results into ``output_dir``.
 
-    Choice items: one ``score`` call per item over its choices (``params`` are the method's parameters, plus
-    ``normalize``); scoring-only methods (calibration) call their ``choice_scorer`` per item instead, on choice
+    Choice items: one ``score`` call per item over its choices, all of them one batch (one forward per model,
+    at least ``batch_size`` continuations), on one :class:`~contrastive_decoding.prefix_cache.PrefixCache` for
+    the run (``params`` are the method's parameters, plus ``normalize``); scoring-only methods (calibration) call their ``choice_scorer`` per item instead, on choice
     items and on generate items of tasks with ``answer_choices`` (POPE: the calibrated winner is the text). Generate items: ``generate_outputs`` in fixed batches of ``batch_size`` with
     ``max_new_tokens=task.max_new_tokens``; ``cad`` / ``adacad`` get each item's ``context_free`` prompt; sampled
     runs (``do_sample=True``) get ``seed + batch index`` as their sampling seed. See the package docstring
