@@ -156,7 +156,8 @@ def packed_forward(
     device = model.device
     pieces: list[Any] = [None] * len(prefixes)
     cached = [0] * len(prefixes)
-    if prefix_cache is not None:
+    reuse = prefix_cache is not None and prefix_cache.supports(model)
+    if reuse:
         for g, prefix in enumerate(prefixes):
             cached[g], pieces[g] = prefix_cache.lookup(model, prefix, limit=len(prefix) - 1)
     batch = PackedBatch.of(prefixes, row_prefix, continuations, cached, pad_token_id)
@@ -167,7 +168,7 @@ def packed_forward(
         attention_mask=batch.mask(model.dtype, device),
         position_ids=batch.positions.to(device),
         past_key_values=cache,
-        use_cache=prefix_cache is not None,
+        use_cache=reuse,
         output_hidden_states=bool(layers),
         return_dict=True,
         logits_to_keep=0 if all_logits else columns.to(device),  # [G, K, V]: the prefixes' last tokens only
@@ -178,7 +179,7 @@ def packed_forward(
         prefix_logits = logits[batch.prefix_last.to(device)]
     else:
         logits, prefix_logits = None, out.logits[rows, which.to(device)].float()  # [G, V]
-    if prefix_cache is not None:
+    if reuse:
         start = max(cached)
         for g, prefix in enumerate(prefixes):
             states = row_states(out.past_key_values, g, start - cached[g], start + len(prefix) - cached[g])

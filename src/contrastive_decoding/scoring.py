@@ -6,10 +6,11 @@ tasks (TruthfulQA MC, FACTOR): at continuation position t the method's scores ar
 context + continuation[:t], exactly as generation computes them for the next token, and the token's entry of
 ``log_softmax(scores)`` is taken.
 
-Each batch costs two forwards per model and prefix set (not one per token, not one per continuation): the
-batch's distinct contexts run once, left-padded, into a KV cache, then every continuation (but its last token)
-runs on its context's cache, right-padded (:func:`prefix_forward`). A multiple-choice item (one question, k
-answers) thus computes its question once, not k times: the physical floor of teacher forcing; with a
+Each batch costs one forward per model (not one per token, not one per continuation): row g holds the batch's
+distinct context g, then each of its continuations (but the last token) one after another under a 4-D mask
+(:func:`prefix_forward`, :mod:`contrastive_decoding.packing`; CAD's context-free prompts are rows of the same
+forward). A multiple-choice item (one question, k answers) thus computes its question once, not k times, and
+every answer token once: the physical floor of teacher forcing; with a
 :class:`~contrastive_decoding.prefix_cache.PrefixCache` a context continues the KV cache of an earlier call's
 context sharing its leading tokens (a benchmark's few-shot stem runs once per run). The outputs (logits;
 hidden states for DoLa, SLED and layer fusion) are taken, and projected through the LM head, only at the
