@@ -20,6 +20,7 @@ _LAZY = {
     "GenerationOutput": ("contrastive_decoding.api", "GenerationOutput"),
     "score": ("contrastive_decoding.scoring", "score"),
     "ContinuationScore": ("contrastive_decoding.scoring", "ContinuationScore"),
+    "PrefixCache": ("contrastive_decoding.prefix_cache", "PrefixCache"),
     "METHOD_CONFIGS": ("contrastive_decoding.decoding", "METHOD_CONFIGS"),
     "make_method_config": ("contrastive_decoding.decoding", "make_method_config"),
     "hf": ("contrastive_decoding.hf", None),

@@ -6,12 +6,15 @@ tasks (TruthfulQA MC, FACTOR): at continuation position t the method's scores ar
 context + continuation[:t], exactly as generation computes them for the next token, and the token's entry of
 ``log_softmax(scores)`` is taken.
 
-Each batch costs two forwards per model and prefix set (not one per token, not one per continuation): the
-batch's distinct contexts run once, left-padded, into a KV cache, then every continuation (but its last token)
-runs on its context's cache, right-padded (:func:`prefix_forward`). A multiple-choice item (one question, k
-answers) thus computes its question once, not k times: the physical floor of teacher forcing. The outputs
-(logits; hidden states for DoLa and layer fusion, projected through the LM head only at these positions) are
-gathered at the positions that predict a continuation token. The method math is
+Each batch costs one forward per model (not one per token, not one per continuation): row g holds the batch's
+distinct context g, then each of its continuations (but the last token) one after another under a 4-D mask
+(:func:`prefix_forward`, :mod:`contrastive_decoding.packing`; CAD's context-free prompts are rows of the same
+forward). A multiple-choice item (one question, k answers) thus computes its question once, not k times, and
+every answer token once: the physical floor of teacher forcing; with a
+:class:`~contrastive_decoding.prefix_cache.PrefixCache` a context continues the KV cache of an earlier call's
+context sharing its leading tokens (a benchmark's few-shot stem runs once per run). The outputs (logits;
+hidden states for DoLa, SLED and layer fusion) are taken, and projected through the LM head, only at the
+positions that predict a continuation token. The method math is
 ``contrastive_decoding.decoding``'s, applied to every such position as if it were a row of a generation batch:
 
 - ``plain`` (alias ``greedy``): the model's log-probabilities;
@@ -47,10 +50,12 @@ from .decoding import make_method_config, method_parameters, registry
 from .decoding import sled as sled_math
 from .decoding.spec import AMATEUR, CONTEXT_FREE_PROMPT
 from .method_call import SAMPLING_PARAMETERS, MethodCall
+from .prefix_cache import PrefixCache
 from .teacher_forcing import (
     PrefixRows,
     forward_rows,
     left_padded,
+    output_head,
     prefix_forward,
     prefix_targets,
     row_batches,
@@ -230,48 +235,67 @@ def _score_shared(
     heads: Any,
     pad_token_id: int,
     normalize: bool,
+    prefix_cache: PrefixCache | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:  # values [N], is argmax [N]: row by row, positions in order
-    """``_score_batch``'s scores with each distinct prefix run once (see :func:`prefix_forward`)."""
+    """``_score_batch``'s scores with each distinct prefix run once (see :func:`prefix_forward`), continuing
+    ``prefix_cache``'s entries when given, the LM head applied at the scored positions only. The context-free
+    (or induced) rows run in the same forward as the context rows, each with its own prefix."""
     rows = PrefixRows.group(contexts, continuations)
-    free_rows = PrefixRows.group(free_contexts, continuations) if free_contexts is not None else None
+    both = None  # the context rows, then the context-free rows: [2N] scored positions
+    if free_contexts is not None:
+        both = PrefixRows.group(contexts + free_contexts, continuations + continuations)
     targets = prefix_targets(rows, model.device)
+    cached = {"prefix_cache": prefix_cache}
     if method in ("dola", "sled"):  # early exits projected once per distinct position, then expanded
         layers = frozenset({*heads.layers, -1})
-        outputs = prefix_forward(model, rows, pad_token_id, logits=False, hidden_layers=layers)
-        prefixes = len(rows.prefixes)
-        heads.head.check(outputs.hidden[-1][:prefixes], outputs.prefix_logits)
+        outputs = prefix_forward(model, rows, pad_token_id, logits=False, hidden_layers=layers, **cached)
+        heads.head.check(outputs.hidden[-1][outputs.prefix_position], outputs.prefix_logits)
         num_states = max(heads.layers) + 1
         states = [outputs.hidden.get(index) for index in range(num_states)] + [outputs.hidden[-1]]
         scores = (dola_scores if method == "dola" else sled_scores)(heads, states, cfg)[outputs.position]
     elif method == "layer_fusion":
         scores = _layer_fusion_shared(
-            cfg, model, heads, rows, free_rows, amateur_model, vocab_size, pad_token_id
+            cfg, model, heads, both or rows, amateur_model, vocab_size, pad_token_id, prefix_cache
         )
     else:
-        first, _ = prefix_forward(model, rows, pad_token_id).expanded()
+        head = output_head(model)
+        first, _ = prefix_forward(model, both or rows, pad_token_id, head=head, **cached).expanded()
         second = None
+        if both is not None:
+            first, second = first[: len(targets)], first[len(targets) :]  # [N, V] each
         if method == "expert_amateur":
-            amateur_logits, _ = prefix_forward(amateur_model, rows, pad_token_id).expanded()
+            amateur_head = output_head(amateur_model)
+            amateur_logits, _ = prefix_forward(
+                amateur_model, rows, pad_token_id, head=amateur_head, **cached
+            ).expanded()
             first, second = first[:, :vocab_size], amateur_logits[:, :vocab_size].to(first.device)
-        elif free_rows is not None:
-            second, _ = prefix_forward(model, free_rows, pad_token_id).expanded()
         scores = method_scores(method, cfg, first, second)
     return token_scores(scores, targets, normalize)
 
 
-def _layer_fusion_shared(cfg, model, heads, rows, free_rows, amateur_model, vocab_size, pad_token_id):
+def _layer_fusion_shared(cfg, model, heads, rows, amateur_model, vocab_size, pad_token_id, prefix_cache):
+    """``rows``: without an amateur, the context rows then the induced ones (one forward of the model)."""
     from .decoding.layer_fusion import layer_fusion_contrast
 
     (head, norm, layer), (amateur_head, amateur_norm, amateur_layer) = heads
 
     def final_and_lower(m, m_rows, m_head, m_norm, m_layer):
-        outputs = prefix_forward(m, m_rows, pad_token_id, hidden_layers=frozenset({m_layer}))
+        outputs = prefix_forward(
+            m,
+            m_rows,
+            pad_token_id,
+            hidden_layers=frozenset({m_layer}),
+            prefix_cache=prefix_cache,
+            head=m_head,
+        )
         lower = m_head(m_norm(outputs.hidden[m_layer]))  # [D, V]: the lower layer's exit, once per position
         return outputs.logits[outputs.position], lower[outputs.position]  # [N, V] each
 
     expert_final, expert_lower = final_and_lower(model, rows, head, norm, layer)
-    if amateur_model is None:  # the model itself on the induced prompts
-        amateur_final, amateur_lower = final_and_lower(model, free_rows, head, norm, layer)
+    if amateur_model is None:  # the model itself on the induced prompts: the second half of the rows
+        half = expert_final.shape[0] // 2
+        amateur_final, amateur_lower = expert_final[half:], expert_lower[half:]
+        expert_final, expert_lower = expert_final[:half], expert_lower[:half]
     else:
         amateur_final, amateur_lower = (
             logits.to(expert_final.device)
@@ -387,6 +411,7 @@ def score(
     normalize: bool = True,
     amateur_instruction: str | None = None,
     share_prefixes: bool = True,
+    prefix_cache: PrefixCache | None = None,
     **params: Any,
 ) -> list[ContinuationScore]:
     """Score each continuation given its context under ``method``'s contrasted next-token distribution.
@@ -405,7 +430,10 @@ def score(
     its KV cache (``share_prefixes=True``, the default; ``batch_size`` counts continuations, a context's
     continuations share a batch when they fit). ``share_prefixes=False`` runs every ``context + continuation``
     as its own full sequence instead: the same scores up to float rounding, for models whose cache cannot be
-    reordered.
+    reordered. A ``prefix_cache`` (:class:`~contrastive_decoding.prefix_cache.PrefixCache`, shared across
+    calls) keeps the KV caches of recent contexts: a later context runs only the tokens after the longest
+    leading run it shares with one of them (a benchmark's instruction and few-shot examples run once per
+    run, not once per item), with the same scores up to float rounding.
 
     >>> score(model, tokenizer, ["Q: What is the capital of France?\\nA:"] * 2, [" Paris", " Lyon"],
     ...       method="dola", dola_layers="high", relative_top=0.0)
@@ -421,6 +449,10 @@ def score(
         raise ValueError(f"normalize must be True or False, got {normalize!r}")
     if not isinstance(share_prefixes, bool):
         raise ValueError(f"share_prefixes must be True or False, got {share_prefixes!r}")
+    if prefix_cache is not None and not isinstance(prefix_cache, PrefixCache):
+        raise ValueError(f"prefix_cache must be a PrefixCache or None, got {type(prefix_cache).__name__}")
+    if prefix_cache is not None and not share_prefixes:
+        raise ValueError("prefix_cache needs share_prefixes=True (the full path runs every sequence whole)")
     contexts = _as_list(contexts, "contexts")
     continuations = _as_list(continuations, "continuations")
     if len(contexts) != len(continuations):
@@ -494,6 +526,8 @@ def score(
         pad_token_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
 
     results: list[ContinuationScore | None] = [None] * len(context_ids)
+    common = dict(amateur_model=amateur_model, vocab_size=vocab_size, heads=heads, normalize=normalize)
+    common["pad_token_id"] = int(pad_token_id)
     for rows in row_batches(context_ids, continuation_ids, batch_size, share_prefixes):
         lengths = [len(continuation_ids[i]) for i in rows]
         if share_prefixes:
@@ -504,27 +538,16 @@ def score(
                 [context_ids[i] for i in rows],
                 [continuation_ids[i] for i in rows],
                 free_contexts=[free_ids[i] for i in rows] if free_ids else None,
-                amateur_model=amateur_model,
-                vocab_size=vocab_size,
-                heads=heads,
-                pad_token_id=int(pad_token_id),
-                normalize=normalize,
+                prefix_cache=prefix_cache,
+                **common,
             )
         else:
+            free_sequences = (
+                [list(free_ids[i]) + list(continuation_ids[i]) for i in rows] if free_ids else None
+            )
+            sequences = [list(context_ids[i]) + list(continuation_ids[i]) for i in rows]
             values, greedy = _score_batch(
-                method,
-                cfg,
-                model,
-                [list(context_ids[i]) + list(continuation_ids[i]) for i in rows],
-                lengths,
-                free_sequences=(
-                    [list(free_ids[i]) + list(continuation_ids[i]) for i in rows] if free_ids else None
-                ),
-                amateur_model=amateur_model,
-                vocab_size=vocab_size,
-                heads=heads,
-                pad_token_id=int(pad_token_id),
-                normalize=normalize,
+                method, cfg, model, sequences, lengths, free_sequences=free_sequences, **common
             )
         for row, row_values, row_greedy in zip(
             rows, values.split(lengths), greedy.split(lengths), strict=True

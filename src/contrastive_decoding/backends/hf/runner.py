@@ -78,12 +78,21 @@ class OutputHead:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits.float()
 
-    def check(self, last_hidden: torch.Tensor, model_logits: torch.Tensor) -> None:
-        """Raise unless ``self(last_hidden)`` [B, V] matches the model's own last-position logits [B, V]."""
-        ours = self(last_hidden)
+    def matches(self, last_hidden: torch.Tensor, model_logits: torch.Tensor) -> bool:
+        """Whether ``self(last_hidden)`` [B, V] equals the model's own logits [B, V] at the same positions, up to
+        float rounding (relative to the logits' magnitude; looser when the model's logits are not float32)."""
+        return self.close(self(last_hidden), model_logits)
+
+    @staticmethod
+    def close(ours: torch.Tensor, model_logits: torch.Tensor) -> bool:
+        """Whether this head's logits ``ours`` equal the model's own ``model_logits`` up to float rounding."""
         scale = float(model_logits.abs().max().clamp_min(1.0))
         tolerance = (1e-3 if model_logits.dtype == torch.float32 else 3e-2) * scale
-        if not torch.allclose(ours, model_logits.float(), rtol=0.0, atol=tolerance):
+        return torch.allclose(ours, model_logits.float(), rtol=0.0, atol=tolerance)
+
+    def check(self, last_hidden: torch.Tensor, model_logits: torch.Tensor) -> None:
+        """Raise unless ``self(last_hidden)`` [B, V] matches the model's own last-position logits [B, V]."""
+        if not self.matches(last_hidden, model_logits):
             raise ValueError(
                 f"{self.model_name}: its logits are not the LM head applied to the last hidden state (custom "
                 "logit post-processing), which this method needs to compute itself; this architecture is "

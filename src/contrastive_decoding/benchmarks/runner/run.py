@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ...prefix_cache import PrefixCache
 from ..tasks.base import Item, ItemOutput, Task
 from .fingerprint import is_vllm_engine, run_metadata
 from .store import (
@@ -125,6 +126,8 @@ class _ItemRunner:
         self.call = method_call(method, **{k: v for k, v in params.items() if k not in SCORE_ONLY_PARAMETERS})
         self.score_options = {key: params[key] for key in SCORE_ONLY_PARAMETERS if key in params}
         self.engine = model if is_vllm_engine(model) else None
+        # every item's context starts with the task's shared instruction / few-shot stem: run it once per run
+        self.prefix_cache = PrefixCache() if self.engine is None else None
         self.rows: dict[str, dict[str, Any]] = {}
         # scoring-only methods (calibration) score every item's answer choices with their own scorer
         self.choice_scorer = self.call.spec.scoring.choice_scorer
@@ -229,7 +232,8 @@ class _ItemRunner:
                 context_free_contexts=free,
                 amateur_model=self.amateur_model,
                 amateur_tokenizer=self.amateur_tokenizer,
-                batch_size=self.batch_size,
+                batch_size=max(self.batch_size, len(item.choices)),  # the item's choices are one batch
+                prefix_cache=self.prefix_cache,
                 **self.score_options,
             )
             output = ItemOutput(choice_logprobs=tuple(float(result.logprob) for result in scores))
@@ -357,8 +361,9 @@ def run_task(
 ) -> RunSummary:
     """Run ``task`` with ``method`` and ``params``, resumably, and write its results into ``output_dir``.
 
-    Choice items: one ``score`` call per item over its choices (``params`` are the method's parameters, plus
-    ``normalize``); scoring-only methods (calibration) call their ``choice_scorer`` per item instead, on choice
+    Choice items: one ``score`` call per item over its choices, all of them one batch (one forward per model,
+    at least ``batch_size`` continuations), on one :class:`~contrastive_decoding.prefix_cache.PrefixCache` for
+    the run (``params`` are the method's parameters, plus ``normalize``); scoring-only methods (calibration) call their ``choice_scorer`` per item instead, on choice
     items and on generate items of tasks with ``answer_choices`` (POPE: the calibrated winner is the text). Generate items: ``generate_outputs`` in fixed batches of ``batch_size`` with
     ``max_new_tokens=task.max_new_tokens``; ``cad`` / ``adacad`` get each item's ``context_free`` prompt; sampled
     runs (``do_sample=True``) get ``seed + batch index`` as their sampling seed. See the package docstring
