@@ -15,9 +15,9 @@ measures there is the cost of the collectives against halving each rank's matrix
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
+
+from vllm_speed import timed
 
 DOLA = {"dola_layers": "high", "repetition_penalty": 1.2}
 LAYOUTS = {
@@ -31,16 +31,6 @@ LAYOUTS = {
 def prompts(n: int) -> list[str]:
     topics = ["a hash table", "binary search", "a linked list", "recursion", "a heap", "TCP", "a mutex"]
     return [f"Explain in a few sentences how {topics[i % len(topics)]} works ({i}):" for i in range(n)]
-
-
-def timed(run, repeats: int):
-    result = run()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
 
 
 def layout_times(args, layout: dict, texts: list[str]) -> dict[str, tuple[float, list[list[int]]]]:

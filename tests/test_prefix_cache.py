@@ -15,7 +15,7 @@ from contrastive_decoding.prefix_cache import PrefixCache, common_length
 from contrastive_decoding.scoring import score
 from contrastive_decoding.teacher_forcing import PrefixRows, output_head, prefix_forward
 
-from .test_scoring import DOLA_LAYERS, assert_scores_close, magnitude
+from .test_scoring import DOLA_LAYERS, SCORED_METHOD_CASES, assert_scores_close, magnitude
 from .tiny_models import tiny_model, tiny_tokenizer
 
 STEM = " ".join(f"w{i}" for i in range(10, 50))  # 40 tokens every item starts with (a few-shot stem)
@@ -73,20 +73,7 @@ def assert_same_scores(actual, expected, scales=None) -> None:
         assert cached.is_greedy == reference.is_greedy
 
 
-@pytest.mark.parametrize(
-    ("method", "params"),
-    [
-        ("greedy", {}),
-        ("dola", {"dola_layers": DOLA_LAYERS}),
-        ("dola", {"dola_layers": "high", "relative_top": 0.0, "early_exit_norm": True}),
-        ("expert_amateur", {"contrast_beta": 0.5}),
-        ("cad", {}),
-        ("adacad", {}),
-        ("layer_fusion", {"refocus_weight": 0.0}),
-        ("layer_fusion", {"refocus_weight": 0.0, "with_amateur": True}),
-        ("sled", {"sled_layers": DOLA_LAYERS, "evolution_scale": 20}),
-    ],
-)
+@pytest.mark.parametrize(("method", "params"), SCORED_METHOD_CASES)
 @pytest.mark.parametrize("batch_size", [3, 8])
 def test_cached_scores_equal_full_sequences(model, amateur, tokenizer, method, params, batch_size):
     """Over calls on one cache (shared stems, none shared, a strict prefix of a cached context, the same one

@@ -22,6 +22,18 @@ PROMPTS = ["w5 w17 w300 w42", "w9 w8", "w100 w101 w102 w103 w104 w105"]
 CONTEXT_FREE = ["w300 w42", "w8", "w105"]
 CONTINUATIONS = [" w7 w8 w9", " w400", " w11 w12 w13 w14 w15"]
 DOLA_LAYERS = [0, 2, 4]
+# (method, params) for every method score supports; "with_amateur": layer fusion given an amateur model
+SCORED_METHOD_CASES = [
+    ("greedy", {}),
+    ("dola", {"dola_layers": DOLA_LAYERS}),
+    ("dola", {"dola_layers": "high", "relative_top": 0.0, "early_exit_norm": True}),
+    ("expert_amateur", {"contrast_beta": 0.5}),
+    ("cad", {}),
+    ("adacad", {}),
+    ("layer_fusion", {"refocus_weight": 0.0}),
+    ("layer_fusion", {"refocus_weight": 0.0, "with_amateur": True}),
+    ("sled", {"sled_layers": DOLA_LAYERS, "evolution_scale": 20}),
+]
 NEW_TOKENS = 6
 
 
@@ -460,15 +472,7 @@ ORDER = [0, 4, 1, 7, 5, 2, 6, 3]
 @pytest.mark.parametrize(
     ("method", "params"),
     [
-        ("greedy", {}),
-        ("dola", {"dola_layers": DOLA_LAYERS}),
-        ("dola", {"dola_layers": "high", "relative_top": 0.0, "early_exit_norm": True}),
-        ("expert_amateur", {"contrast_beta": 0.5}),
-        ("cad", {}),
-        ("adacad", {}),
-        ("layer_fusion", {"refocus_weight": 0.0}),
-        ("layer_fusion", {"refocus_weight": 0.0, "with_amateur": True}),
-        ("sled", {"sled_layers": DOLA_LAYERS, "evolution_scale": 20}),
+        *SCORED_METHOD_CASES,
         ("sled", {"evolution_steps": 10, "evolution_lower_bound": -100.0}),
     ],
 )
