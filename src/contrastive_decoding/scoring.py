@@ -245,10 +245,11 @@ def _score_shared(
     if free_contexts is not None:
         both = PrefixRows.group(contexts + free_contexts, continuations + continuations)
     targets = prefix_targets(rows, model.device)
-    cached = {"prefix_cache": prefix_cache}
     if method in ("dola", "sled"):  # early exits projected once per distinct position, then expanded
         layers = frozenset({*heads.layers, -1})
-        outputs = prefix_forward(model, rows, pad_token_id, logits=False, hidden_layers=layers, **cached)
+        outputs = prefix_forward(
+            model, rows, pad_token_id, logits=False, hidden_layers=layers, prefix_cache=prefix_cache
+        )
         heads.head.check(outputs.hidden[-1][outputs.prefix_position], outputs.prefix_logits)
         num_states = max(heads.layers) + 1
         states = [outputs.hidden.get(index) for index in range(num_states)] + [outputs.hidden[-1]]
@@ -259,14 +260,16 @@ def _score_shared(
         )
     else:
         head = output_head(model)
-        first, _ = prefix_forward(model, both or rows, pad_token_id, head=head, **cached).expanded()
+        first, _ = prefix_forward(
+            model, both or rows, pad_token_id, head=head, prefix_cache=prefix_cache
+        ).expanded()
         second = None
         if both is not None:
             first, second = first[: len(targets)], first[len(targets) :]  # [N, V] each
         if method == "expert_amateur":
             amateur_head = output_head(amateur_model)
             amateur_logits, _ = prefix_forward(
-                amateur_model, rows, pad_token_id, head=amateur_head, **cached
+                amateur_model, rows, pad_token_id, head=amateur_head, prefix_cache=prefix_cache
             ).expanded()
             first, second = first[:, :vocab_size], amateur_logits[:, :vocab_size].to(first.device)
         scores = method_scores(method, cfg, first, second)
