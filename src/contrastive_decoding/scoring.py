@@ -259,17 +259,15 @@ def _score_shared(
             cfg, model, heads, both or rows, amateur_model, vocab_size, pad_token_id, prefix_cache
         )
     else:
-        head = output_head(model)
         first, _ = prefix_forward(
-            model, both or rows, pad_token_id, head=head, prefix_cache=prefix_cache
+            model, both or rows, pad_token_id, head=output_head(model), prefix_cache=prefix_cache
         ).expanded()
         second = None
         if both is not None:
             first, second = first[: len(targets)], first[len(targets) :]  # [N, V] each
         if method == "expert_amateur":
-            amateur_head = output_head(amateur_model)
             amateur_logits, _ = prefix_forward(
-                amateur_model, rows, pad_token_id, head=amateur_head, prefix_cache=prefix_cache
+                amateur_model, rows, pad_token_id, head=output_head(amateur_model), prefix_cache=prefix_cache
             ).expanded()
             first, second = first[:, :vocab_size], amateur_logits[:, :vocab_size].to(first.device)
         scores = method_scores(method, cfg, first, second)
